@@ -1,0 +1,99 @@
+"""``bfclab`` command line.  Bad input ends with one line naming the field (exit code 2)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import ConfigError, RunConfig, apply_mapping, load_file, parse_overrides, set_key
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def build_config(args: argparse.Namespace, extra: list[str]) -> RunConfig:
+    """Defaults < --config FILE < --method/--seed < --key value overrides."""
+    cfg = RunConfig()
+    if getattr(args, "config", None):
+        apply_mapping(cfg, load_file(args.config))
+    if getattr(args, "method", None) is not None:
+        cfg.method = args.method
+    if getattr(args, "seed", None) is not None:
+        cfg.seed = args.seed
+    for key, value in parse_overrides(extra):
+        set_key(cfg, key, value)
+    from .train import validate
+
+    validate(cfg)
+    return cfg
+
+
+def cmd_train(args, extra) -> int:
+    from .train import train
+
+    cfg = build_config(args, extra)
+    res = train(cfg, args.out, progress=None)
+    err = ("test_error", res["test_error"]) if "test_error" in res else ("test_nmse", res["test_nmse"])
+    fe = " ".join(f"L{l}={v:.4f}" for l, v in res["feature_error"].items())
+    print(f"{cfg.method} seed {cfg.seed}: {err[0]} {err[1]:.3e}; feature error {fe}; "
+          f"{res['seconds']:.1f}s -> {args.out}")
+    return 0
+
+
+def cmd_demo(args, extra) -> int:
+    from .experiments import demo
+
+    cfg = build_config(args, extra)
+    results = demo.run(cfg, Path(args.out))
+    print(demo.table(results))
+    print(f"\nfigure: {Path(args.out) / 'demo.png'}; runs in {args.out}/<method>/")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="bfclab", description="Backward feature correction lab (arXiv 2001.04413)")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    t = sub.add_parser("train", help="train one method on one target")
+    t.add_argument("--method", default=None, help="bfc | layerwise | window:K | e2e (default bfc)")
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--out", required=True, help="run directory")
+    t.add_argument("--config", default=None, help="YAML/JSON file with any subset of the config keys")
+    t.set_defaults(func=cmd_train)
+    d = sub.add_parser("demo", help="bfc vs layerwise vs e2e on the default target")
+    d.add_argument("--seed", type=int, default=None)
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--config", default=None)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = make_parser()
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if not getattr(args, "command", None):
+            parser.print_help()
+            return 2
+        return args.func(args, extra)
+    except ConfigError as e:
+        print(f"bfclab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bfclab: interrupted; files written so far are complete", file=sys.stderr)
+        return 130
+    except Exception as e:
+        from .train import DivergenceError
+
+        if isinstance(e, DivergenceError):
+            where = f"; last good state kept in {args.out}/last_good.pt" if getattr(args, "out", None) else ""
+            print(f"bfclab: error: {e}{where}", file=sys.stderr)
+            return 3
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Run-directory I/O: atomic writes, the JSONL metrics series and result files.
+
+Every run directory holds ``config.json`` (resolved), ``metrics.jsonl`` (one record per log
+event), ``result.json`` (final) and figures.  Whole files are written to a temporary name and
+renamed, so an interrupted run never leaves a truncated file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "inf" if obj > 0 else ("-inf" if obj < 0 else "nan")
+    if hasattr(obj, "item") and callable(obj.item):
+        return _jsonable(obj.item())
+    return obj
+
+
+def dumps(obj: Any, indent: int | None = 2) -> str:
+    """JSON text with non-finite floats written as strings ("inf"), so any reader can parse it."""
+    return json.dumps(_jsonable(obj), indent=indent)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(Path(path), (dumps(obj) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    """Append one record as a line; the line is written whole with a single write call."""
+    with open(path, "a") as f:
+        f.write(dumps(record, indent=None) + "\n")
+        f.flush()
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Read a metrics series, skipping a final partial line left by a killed process."""
+    out = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def write_jsonl(path: Path, records: Iterable[dict]) -> None:
+    text = "".join(dumps(r, indent=None) + "\n" for r in records)
+    atomic_write_bytes(Path(path), text.encode())

@@ -1,0 +1,367 @@
+"""Stage-wise training: backward feature correction and its ablations (PAPER_NOTES §4, §5).
+
+Stage l (l = 2..L) activates level l.  The methods differ only in which active levels train:
+
+* ``bfc``        every active level keeps training (the paper's algorithm, §4.2: "crucially,
+                 lower layers are not frozen");
+* ``layerwise``  only the new level trains; the levels below are frozen (§5.3);
+* ``window:k``   the new level and the k levels right below it train (BFC-k, §5.4);
+* ``e2e``        every level is active and trains from step 0 (plain end-to-end).
+
+Every method gets the same budget, ``steps_per_stage x (L-1)`` steps; ``e2e`` spends it as one
+stage, and its metrics are still logged at the other methods' stage boundaries.  With the
+``paper`` learner, K_l is warm-started from W_l by SVD at the end of stage l (§4.3), after which
+the K-W consistency term ties them.  Each stage gets a fresh optimiser and learning-rate schedule.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import metrics as M
+from .config import ConfigError, RunConfig, to_dict
+from .learner import Learner
+from .learner import validate as validate_learner
+from .results import append_jsonl, atomic_write_bytes, write_json
+from .target import Target
+from .target import validate as validate_target
+
+METHODS = "bfc, layerwise, window:K (K >= 0), e2e"
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite or exploding loss."""
+
+    def __init__(self, stage: int, step: int, value: float):
+        super().__init__(f"training diverged in stage {stage} at step {step} (loss {value:.3g})")
+        self.stage, self.step, self.value = stage, step, value
+
+
+@dataclass(frozen=True)
+class Method:
+    """A parsed training method.  ``window`` is the number of lower levels that keep training
+    with the new one (None = all of them)."""
+
+    name: str
+    window: int | None
+
+    def trainable(self, active: list[int], new: int) -> list[int]:
+        """Levels whose parameters train during the stage that activates level ``new``."""
+        if self.name in ("bfc", "e2e"):
+            return list(active)
+        return [l for l in active if new - self.window <= l <= new]
+
+
+def parse_method(text: str) -> Method:
+    """'bfc' | 'layerwise' | 'window:K' | 'e2e' -> Method (one-line error otherwise)."""
+    t = str(text).strip().lower()
+    if t in ("bfc", "e2e"):
+        return Method(t, None)
+    if t == "layerwise":
+        return Method(t, 0)
+    if t.startswith("window:"):
+        k = t.split(":", 1)[1]
+        if k.isdigit():
+            return Method(f"window:{int(k)}", int(k))
+    raise ConfigError(f"config key 'method': unknown {text!r}; accepted: {METHODS}")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ConfigError(f"config key 'train.device': unknown {name!r}; accepted: auto, cpu, cuda")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("config key 'train.device': cuda requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def validate(cfg: RunConfig) -> Method:
+    """Check the whole run config before anything is written (one-line ConfigError)."""
+    method = parse_method(cfg.method)
+    validate_target(cfg.target)
+    validate_learner(cfg.learner)
+    resolve_device(cfg.train.device)
+    t = cfg.train
+    choices = {
+        "train.optimizer": (t.optimizer, ("adam", "sgd")),
+        "train.schedule": (t.schedule, ("cosine", "linear", "constant")),
+        "data.task": (cfg.data.task, ("regression", "classification")),
+    }
+    for key, (val, ok) in choices.items():
+        if val not in ok:
+            raise ConfigError(f"config key '{key}': unknown {val!r}; accepted: {', '.join(ok)}")
+    positive = {
+        "train.steps_per_stage": t.steps_per_stage, "train.batch_size": t.batch_size,
+        "train.lr": t.lr, "train.log_every": t.log_every, "data.n_train": cfg.data.n_train,
+        "data.n_test": cfg.data.n_test, "train.diverge_factor": t.diverge_factor,
+    }
+    for key, val in positive.items():
+        if not val > 0:
+            raise ConfigError(f"config key '{key}': must be positive, got {val}")
+    nonneg = {"train.clip": t.clip, "train.init_std": t.init_std, "train.lam_kw": t.lam_kw,
+              "train.lam_k": t.lam_k, "train.lam_w": t.lam_w, "data.label_noise": cfg.data.label_noise}
+    for key, val in nonneg.items():
+        if not val >= 0:
+            raise ConfigError(f"config key '{key}': must be >= 0, got {val}")
+    return method
+
+
+def lr_factor(schedule: str, step: int, total: int, min_frac: float) -> float:
+    """Multiplier of the base learning rate at ``step`` of a stage of ``total`` steps."""
+    if schedule == "constant" or total <= 1:
+        return 1.0
+    frac = step / (total - 1)
+    if schedule == "linear":
+        return 1.0 - (1.0 - min_frac) * frac
+    return min_frac + (1.0 - min_frac) * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
+class Run:
+    """One training run: data, learner, the stage loop and its measurements.
+
+    ``out`` (optional) receives ``metrics.jsonl`` as the run goes and ``last_good.pt`` (the
+    latest state whose loss was finite) at every log event.
+    """
+
+    def __init__(self, cfg: RunConfig, out: Path | None = None, target: Target | None = None,
+                 progress: bool | None = None, log: Callable[[str], None] | None = None):
+        self.cfg = cfg
+        self.method = validate(cfg)
+        self.device = resolve_device(cfg.train.device)
+        self.out = Path(out) if out is not None else None
+        self.target = target if target is not None else Target.from_config(cfg.target)
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+        self.records: list[dict] = []
+        self.gen = torch.Generator().manual_seed(1_000_003 * int(cfg.seed) + 1)
+        self._data()
+        tg = self.target
+        self.model = Learner(tg.d, tg.widths, tg.conn, tg.alphas, cfg.learner, seed=cfg.seed).to(self.device)
+        self.classify = cfg.data.task == "classification"
+        self.model.offset.requires_grad_(self.classify)
+        self.ref: dict[int, list[torch.Tensor]] = {}  # level -> weights at the end of its own stage
+        self.stage_end: dict[int, dict] = {}  # stage -> record at its end
+        self.step = 0
+        self.stage = 0
+
+    # ---- data --------------------------------------------------------------------------------
+    def _data(self) -> None:
+        d, tg = self.cfg.data, self.target
+        # Training sample depends on the run seed; the test sample only on the target (shared by runs).
+        x, y, _ = tg.sample(d.n_train, seed=7919 * int(self.cfg.seed) + 11, task=d.task, label_noise=d.label_noise)
+        xt, yt, _ = tg.sample(d.n_test, seed=int(tg.config.get("seed", 0)) + 2_000_000_011, task=d.task)
+        dev = self.device
+        self.x_tr, self.y_tr = x.float().to(dev), y.float().to(dev)
+        self.x_te, self.y_te = xt.float().to(dev), yt.float().to(dev)
+        self.true_te = {l: s for l, s in tg.features(xt).items()}
+        self.y_scale = float(y.var()) if d.task == "regression" else 1.0
+
+    # ---- loss ------------------------------------------------------------------------------
+    def task_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Regression: MSE / Var(y_train) (predicting the mean gives 1).  Classification: logistic."""
+        if self.classify:
+            return torch.nn.functional.softplus(-y * out).mean()
+        return (out - y).pow(2).mean() / self.y_scale
+
+    # ---- measurement ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, event: str) -> dict:
+        m = self.model
+        feats, _, out = m.forward_all(self.x_te)
+        _, _, out_tr = m.forward_all(self.x_tr)
+        rec: dict = {"step": self.step, "stage": self.stage, "event": event,
+                     "active": list(m.active)}
+        if self.classify:
+            rec["test_error"] = M.class_error(out, self.y_te)
+            rec["train_error"] = M.class_error(out_tr, self.y_tr)
+            rec["test_loss"] = float(self.task_loss(out, self.y_te))
+            rec["train_loss"] = float(self.task_loss(out_tr, self.y_tr))
+        else:
+            rec["test_nmse"] = M.nmse(out, self.y_te)
+            rec["train_nmse"] = M.nmse(out_tr, self.y_tr)
+        rec["feature_error"] = {l: M.feature_error(feats[l], self.true_te[l]) for l in m.active}
+        rec["procrustes_error"] = {
+            l: M.procrustes_error(feats[l], self.true_te[l])
+            for l in m.active if feats[l].shape[1] == self.true_te[l].shape[1]
+        }
+        rec["weight_change"] = {
+            l: M.relative_change(m.layer_params(l)[:2], self.ref[l]) for l in m.active if l in self.ref
+        }
+        rec["scales"] = {l: float(m.layer(l).scale) for l in m.active}
+        return rec
+
+    def record(self, event: str) -> dict:
+        rec = self.evaluate(event)
+        self.records.append(rec)
+        if self.out is not None:
+            append_jsonl(self.out / "metrics.jsonl", rec)
+            err = rec.get("test_nmse", rec.get("test_loss"))
+            if math.isfinite(err):
+                self.save_state(self.out / "last_good.pt")
+        return rec
+
+    def save_state(self, path: Path) -> None:
+        buf = io.BytesIO()
+        torch.save({"model": self.model.state_dict(), "active": list(self.model.active),
+                    "warm": sorted(self.model.warm), "step": self.step, "stage": self.stage}, buf)
+        atomic_write_bytes(path, buf.getvalue())
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def stages(self) -> list[tuple[int, list[int], int]]:
+        """(stage, levels to activate, steps) for every stage of this method."""
+        levels, T = self.model.levels, self.cfg.train.steps_per_stage
+        if self.method.name == "e2e":
+            return [(levels[-1], list(levels), T * len(levels))]
+        return [(l, [l], T) for l in levels]
+
+    def _optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        t = self.cfg.train
+        if t.optimizer == "adam":
+            return torch.optim.Adam(params, lr=t.lr)
+        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum)
+
+    def run(self) -> dict:
+        t, m = self.cfg.train, self.model
+        t0 = time.time()
+        bar = None
+        total = t.steps_per_stage * len(m.levels)
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, desc=self.cfg.method, leave=False, dynamic_ncols=True)
+        boundaries = {t.steps_per_stage * (i + 1): l for i, l in enumerate(m.levels)}
+        try:
+            for stage, new_levels, steps in self.stages():
+                self._run_stage(stage, new_levels, steps, boundaries, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        final = self.record("final")
+        return self.result(final, time.time() - t0)
+
+    def _run_stage(self, stage: int, new_levels: list[int], steps: int, boundaries: dict, bar) -> None:
+        t, m = self.cfg.train, self.model
+        e2e = self.method.name == "e2e"
+        self.stage = new_levels[0] if e2e else stage
+        for l in new_levels:
+            m.activate(l, t.init_std, self.gen)
+        if e2e:
+            m.warm = set(m.levels)  # no warm start in e2e: the K-W term is on from step 0
+        self.record("stage_start")
+        train_levels = self.method.trainable(m.active, stage)
+        params = [p for l in train_levels for p in m.layer_params(l)]
+        if self.classify:
+            params.append(m.offset)
+        for l in m.levels:
+            for p in m.layer_params(l):
+                p.requires_grad_(l in train_levels)
+        opt = self._optimizer(params)
+        base_lr = t.lr
+        n = self.x_tr.shape[0]
+        for i in range(steps):
+            for g in opt.param_groups:
+                g["lr"] = base_lr * lr_factor(t.schedule, i, steps, t.min_lr_frac)
+            idx = torch.randint(n, (t.batch_size,), generator=self.gen).to(self.device)
+            out = m(self.x_tr[idx])
+            loss = self.task_loss(out, self.y_tr[idx]) + m.regulariser(t.lam_kw, t.lam_k, t.lam_w)
+            val = float(loss.detach())
+            if not math.isfinite(val) or val > t.diverge_factor:
+                raise DivergenceError(self.stage, self.step, val)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if t.clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, t.clip)
+            opt.step()
+            self.step += 1
+            if bar is not None:
+                bar.update(1)
+                if self.step % 50 == 0:
+                    bar.set_postfix(stage=self.stage, loss=f"{val:.2e}")
+            if e2e and self.step in boundaries and self.step < steps:
+                self._end_of_stage(boundaries[self.step])
+                self.stage = boundaries[self.step] + 1
+            elif self.step % t.log_every == 0 and i < steps - 1:
+                self.record("periodic")
+        self._end_of_stage(stage if not e2e else m.levels[-1])
+
+    def _end_of_stage(self, level: int) -> None:
+        """Warm start (stage-wise paper learner), snapshot the level's weights, log 'stage_end'."""
+        m = self.model
+        if self.method.name != "e2e" and self.cfg.train.warm_start:
+            m.svd_warm_start(level)
+        self.ref[level] = [p.detach().clone() for p in m.layer_params(level)[:2]]
+        saved_stage, self.stage = self.stage, level
+        rec = self.record("stage_end")
+        self.stage = saved_stage
+        self.stage_end[level] = rec
+        line = f"[{self.cfg.method}] stage {level}/{m.levels[-1]} step {self.step}: " + _summary(rec)
+        if self.progress:
+            from tqdm import tqdm
+
+            tqdm.write(line, file=sys.stderr)
+        else:
+            self.log(line)
+
+    def result(self, final: dict, seconds: float) -> dict:
+        res = {
+            "method": self.cfg.method,
+            "seed": self.cfg.seed,
+            "steps": self.step,
+            "seconds": seconds,
+            "feature_error": final["feature_error"],
+            "procrustes_error": final["procrustes_error"],
+            "weight_change": final["weight_change"],
+            "stage_end": {
+                s: {"feature_error": r["feature_error"], "weight_change": r["weight_change"],
+                    **({"test_error": r["test_error"]} if self.classify else {"test_nmse": r["test_nmse"]})}
+                for s, r in self.stage_end.items()
+            },
+            "config": to_dict(self.cfg),
+        }
+        if self.classify:
+            res.update(test_error=final["test_error"], train_error=final["train_error"],
+                       test_loss=final["test_loss"], train_loss=final["train_loss"])
+        else:
+            res.update(test_nmse=final["test_nmse"], train_nmse=final["train_nmse"])
+        return res
+
+
+def _summary(rec: dict) -> str:
+    err = (f"test_err={rec['test_error']:.4f}" if "test_error" in rec else f"test_nmse={rec['test_nmse']:.3e}")
+    fe = " ".join(f"fe{l}={v:.3f}" for l, v in rec["feature_error"].items())
+    return f"{err} {fe}"
+
+
+def train(cfg: RunConfig, out: str | Path | None = None, **kw) -> dict:
+    """Run one configuration; with ``out`` write config.json, metrics.jsonl, result.json, curves.png."""
+    out_path = Path(out) if out is not None else None
+    if out_path is not None:
+        out_path.mkdir(parents=True, exist_ok=True)
+        validate(cfg)
+        write_json(out_path / "config.json", to_dict(cfg))
+        mf = out_path / "metrics.jsonl"
+        if mf.exists():
+            mf.unlink()
+    run = Run(cfg, out_path, **kw)
+    try:
+        res = run.run()
+    except DivergenceError as e:
+        if out_path is not None:
+            write_json(out_path / "divergence.json", {"stage": e.stage, "step": e.step, "loss": e.value,
+                                                       "last_good": "last_good.pt"})
+        raise
+    if out_path is not None:
+        write_json(out_path / "result.json", res)
+        from .plots import plot_curves
+
+        plot_curves(run.records, out_path / "curves.png", title=f"{cfg.method}, seed {cfg.seed}")
+    return res

@@ -1,0 +1,80 @@
+"""The command line: a tiny end-to-end run, config files, and one-line errors on bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bfclab.cli import main
+from bfclab.config import RunConfig, from_dict, to_dict
+from bfclab.results import dumps
+
+TINY = ["--target.d", "6", "--target.widths", "[2]", "--target.mc_samples", "2000",
+        "--data.n_train", "256", "--data.n_test", "256", "--train.steps_per_stage", "20",
+        "--train.batch_size", "32", "--train.log_every", "10"]
+
+
+def test_train_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("learner:\n  kind: paper\n  m: 8\ntrain:\n  lr: 0.005\n")
+    rc = main(["train", "--method", "window:1", "--seed", "3", "--out", str(out), "--config", str(cfg_file), *TINY])
+    assert rc == 0
+    for name in ("config.json", "metrics.jsonl", "result.json", "curves.png"):
+        assert (out / name).stat().st_size > 0
+    res = json.loads((out / "result.json").read_text())
+    for key in ("method", "seed", "test_nmse", "train_nmse", "feature_error", "seconds", "config"):
+        assert key in res
+    assert res["method"] == "window:1" and res["seed"] == 3
+    assert set(res["feature_error"]) == {"2", "3", "4"}
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["learner"]["kind"] == "paper" and cfg["train"]["lr"] == 0.005 and cfg["target"]["d"] == 6
+    # the resolved config.json is itself a valid --config file that reproduces the config
+    assert json.loads(dumps(to_dict(from_dict(RunConfig, cfg)))) == cfg
+
+
+def test_cli_as_subprocess(tmp_path):
+    """The installed entry point, as a user runs it."""
+    r = subprocess.run([sys.executable, "-m", "bfclab.cli", "train", "--out", str(tmp_path / "r"), *TINY],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "test_nmse" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["train", "--out", "X", "--train.lr", "abc"], "train.lr"),
+        (["train", "--out", "X", "--train.nosuch", "1"], "train.nosuch"),
+        (["train", "--out", "X", "--method", "deep"], "method"),
+        (["train", "--out", "X", "--target.conn", "[[1],[1],[3]]"], "target.conn"),
+        (["train", "--out", "X", "--target.widths", "[0]"], "target.widths"),
+        (["train", "--out", "X", "--target.d", "-3"], "target.d"),
+        (["train", "--out", "X", "--learner.kind", "huge"], "learner.kind"),
+        (["train", "--out", "X", "--train.optimizer", "lion"], "train.optimizer"),
+        (["train", "--out", "X", "--config", "/nonexistent.yaml"], "nonexistent.yaml"),
+        (["train", "--out", "X", "--train.lr"], "train.lr"),
+        (["train", "--seed", "x", "--out", "X"], "seed"),
+        (["train"], "--out"),
+    ],
+)
+def test_bad_input_one_line_error(args, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc = main(args)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert "\n" not in err and needle in err and "Traceback" not in err
+    assert not (tmp_path / "X").exists()  # nothing written on bad input
+
+
+def test_bad_config_file(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    assert main(["train", "--out", str(tmp_path / "o"), "--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "bad.yaml" in err and "\n" not in err
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"train": {"lr": "fast"}}))
+    assert main(["train", "--out", str(tmp_path / "o"), "--config", str(wrong)]) == 2
+    assert "train.lr" in capsys.readouterr().err

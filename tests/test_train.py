@@ -1,0 +1,115 @@
+"""Training modes (PAPER_NOTES §4-§5): freezing, correction bookkeeping, divergence handling."""
+
+import pytest
+import torch
+
+from bfclab.config import ConfigError
+from bfclab.results import read_jsonl
+from bfclab.train import DivergenceError, Run, lr_factor, parse_method, train
+
+
+def lower_params(run, level):
+    return [p.detach().clone() for p in run.model.layer_params(level)]
+
+
+def snapshot_after_stage(cfg, stage_level):
+    """Run and capture each level's weights at the end of its own stage and at the end."""
+    run = Run(cfg, progress=False, log=lambda s: None)
+    run.run()
+    return run
+
+
+@pytest.mark.parametrize("kind", ["simple", "paper"])
+def test_layerwise_freezes_lower_layers_bfc_changes_them(tiny, kind):
+    for method, frozen in (("layerwise", True), ("bfc", False)):
+        cfg = tiny(method=method, **{"learner.kind": kind, "learner.m": 8})
+        run = Run(cfg, progress=False, log=lambda s: None)
+        run.run()
+        for level in (2, 3):  # ref = weights at the end of the level's own stage (after warm start)
+            now = run.model.layer_params(level)[:2]
+            same = all(torch.equal(a, b) for a, b in zip(now, run.ref[level]))
+            assert same == frozen, (method, level)
+        fe2 = [r["feature_error"]["2"] if "2" in r["feature_error"] else r["feature_error"][2]
+               for r in run.records if r["event"] == "stage_end"]
+        if frozen:
+            assert len(set(fe2)) == 1  # feature error of a frozen layer cannot move
+        wc = run.records[-1]["weight_change"]
+        assert (wc[2] == 0.0) == frozen
+
+
+def test_window_trains_only_the_window():
+    m = parse_method("window:1")
+    assert m.trainable([2, 3, 4, 5], 5) == [4, 5]
+    assert parse_method("window:0").trainable([2, 3, 4], 4) == [4]
+    assert parse_method("layerwise").trainable([2, 3, 4], 4) == [4]
+    assert parse_method("bfc").trainable([2, 3, 4], 4) == [2, 3, 4]
+    assert parse_method("window:5").trainable([2, 3, 4], 4) == [2, 3, 4]
+
+
+@pytest.mark.parametrize("bad", ["bfcx", "window:", "window:-1", "window:a", ""])
+def test_bad_method(bad):
+    with pytest.raises(ConfigError, match="method"):
+        parse_method(bad)
+
+
+def test_window_run_freezes_below_window(tiny):
+    cfg = tiny(method="window:1")
+    run = Run(cfg, progress=False, log=lambda s: None)
+    run.run()
+    # in stage 4, level 3 (in the window) trains; level 2 (below it) was last trained in stage 3
+    wc = run.records[-1]["weight_change"]
+    assert wc[3] > 0 and wc[2] > 0
+    s3 = next(r for r in run.records if r["event"] == "stage_end" and r["stage"] == 3)
+    assert wc[2] == pytest.approx(s3["weight_change"][2])
+
+
+def test_e2e_logs_at_the_same_boundaries_and_budget(tiny):
+    results = {}
+    for method in ("e2e", "bfc"):
+        run = Run(tiny(method=method), progress=False, log=lambda s: None)
+        run.run()
+        results[method] = run
+    steps = {m: [r["step"] for r in run.records if r["event"] == "stage_end"] for m, run in results.items()}
+    assert steps["e2e"] == steps["bfc"] == [40, 80, 120]
+    assert results["e2e"].step == results["bfc"].step == 120
+
+
+def test_lr_schedule():
+    assert lr_factor("constant", 5, 10, 0.01) == 1.0
+    assert lr_factor("cosine", 0, 10, 0.01) == pytest.approx(1.0)
+    assert lr_factor("cosine", 9, 10, 0.01) == pytest.approx(0.01)
+    assert lr_factor("linear", 9, 10, 0.1) == pytest.approx(0.1)
+
+
+def test_divergence_names_stage_and_step_and_keeps_last_good(tiny, tmp_path):
+    cfg = tiny(**{"train.lr": 1e6, "train.clip": 0.0, "train.optimizer": "sgd"})
+    with pytest.raises(DivergenceError) as e:
+        train(cfg, tmp_path / "run")
+    assert "stage" in str(e.value) and "step" in str(e.value)
+    assert (tmp_path / "run" / "last_good.pt").exists()
+    assert (tmp_path / "run" / "divergence.json").exists()
+    state = torch.load(tmp_path / "run" / "last_good.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_metrics_series_has_boundary_events(tiny, tmp_path):
+    train(tiny(), tmp_path / "r")
+    recs = read_jsonl(tmp_path / "r" / "metrics.jsonl")
+    events = [(r["event"], r["stage"]) for r in recs if r["event"] != "periodic"]
+    assert events == [("stage_start", 2), ("stage_end", 2), ("stage_start", 3), ("stage_end", 3),
+                      ("stage_start", 4), ("stage_end", 4), ("final", 4)]
+    assert any(r["event"] == "periodic" for r in recs)
+
+
+def test_classification_runs(tiny, tmp_path):
+    res = train(tiny(**{"data.task": "classification"}), tmp_path / "c")
+    assert 0.0 <= res["test_error"] <= 1.0 and "test_nmse" not in res
+
+
+def test_bfc_learns_the_tiny_target_better_than_layerwise(tiny):
+    """A short but real run: stage-wise bfc must beat the frozen layerwise variant."""
+    over = {"target.d": 8, "target.widths": [2], "data.n_train": 4000, "data.n_test": 2000,
+            "train.steps_per_stage": 600, "train.batch_size": 256, "train.lr": 1e-2, "train.log_every": 600}
+    res = {m: Run(tiny(method=m, **over), progress=False, log=lambda s: None).run() for m in ("bfc", "layerwise")}
+    assert res["bfc"]["test_nmse"] < 0.5 * res["layerwise"]["test_nmse"]
+    assert res["bfc"]["feature_error"][2] < res["bfc"]["stage_end"][2]["feature_error"][2]
