@@ -27,7 +27,7 @@ from typing import Callable
 import torch
 
 from . import metrics as M
-from .config import ConfigError, RunConfig, to_dict
+from .config import ConfigError, DataConfig, RunConfig, to_dict
 from .learner import Learner
 from .learner import validate as validate_learner
 from .results import append_jsonl, atomic_write_bytes, write_json
@@ -115,6 +115,17 @@ def validate(cfg: RunConfig) -> Method:
     return method
 
 
+def make_data(target: Target, data: DataConfig, seed: int):
+    """The train/test split every method sees (float64 CPU tensors ``x, y, x_test, y_test``).
+
+    The training sample depends on the run seed; the test sample only on the target's seed, so
+    all runs on one target are scored on the same test points.  Baselines use this too.
+    """
+    x, y, _ = target.sample(data.n_train, seed=7919 * int(seed) + 11, task=data.task, label_noise=data.label_noise)
+    xt, yt, _ = target.sample(data.n_test, seed=int(target.config.get("seed", 0)) + 2_000_000_011, task=data.task)
+    return x, y, xt, yt
+
+
 def lr_factor(schedule: str, step: int, total: int, min_frac: float) -> float:
     """Multiplier of the base learning rate at ``step`` of a stage of ``total`` steps."""
     if schedule == "constant" or total <= 1:
@@ -155,15 +166,12 @@ class Run:
 
     # ---- data --------------------------------------------------------------------------------
     def _data(self) -> None:
-        d, tg = self.cfg.data, self.target
-        # Training sample depends on the run seed; the test sample only on the target (shared by runs).
-        x, y, _ = tg.sample(d.n_train, seed=7919 * int(self.cfg.seed) + 11, task=d.task, label_noise=d.label_noise)
-        xt, yt, _ = tg.sample(d.n_test, seed=int(tg.config.get("seed", 0)) + 2_000_000_011, task=d.task)
+        x, y, xt, yt = make_data(self.target, self.cfg.data, self.cfg.seed)
         dev = self.device
         self.x_tr, self.y_tr = x.float().to(dev), y.float().to(dev)
         self.x_te, self.y_te = xt.float().to(dev), yt.float().to(dev)
-        self.true_te = {l: s for l, s in tg.features(xt).items()}
-        self.y_scale = float(y.var()) if d.task == "regression" else 1.0
+        self.true_te = {l: s for l, s in self.target.features(xt).items()}
+        self.y_scale = float(y.var()) if self.cfg.data.task == "regression" else 1.0
 
     # ---- loss ------------------------------------------------------------------------------
     def task_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
