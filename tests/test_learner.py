@@ -91,6 +91,6 @@ def test_new_layer_starts_from_small_noise_not_zero():
     t = Target.from_config(TargetConfig(d=8, L=3, widths=[2], mc_samples=2000))
     m = Learner(t.d, t.widths, t.conn, t.alphas, LearnerConfig(kind="paper", m=16))
     m.activate(2, 1e-2, torch.Generator().manual_seed(0))
-    for p in m.layer_params(2):
+    for p in (m.layer(2).K, m.layer(2).W):
         assert p.abs().max() > 0 and p.abs().max() < 0.1
     assert m.layer(3).K.abs().max() == 0  # not yet active
