@@ -53,6 +53,19 @@ def cmd_demo(args, extra) -> int:
     return 0
 
 
+def cmd_sweep(args, extra) -> int:
+    from .sweep import load_grid, run_sweep
+
+    if extra:
+        raise ConfigError(f"unexpected argument '{extra[0]}' for sweep")
+    if args.workers < 1:
+        raise ConfigError(f"--workers: must be >= 1, got {args.workers}")
+    grid = load_grid(args.grid)
+    rows = run_sweep(grid, Path(args.out), workers=args.workers)
+    print(f"{len(rows)}/{len(grid.cells)} cells finished; table: {Path(args.out) / 'table.csv'}")
+    return 0 if len(rows) == len(grid.cells) else 1
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="bfclab", description="Backward feature correction lab (arXiv 2001.04413)")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
@@ -67,6 +80,11 @@ def make_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--config", default=None)
     d.set_defaults(func=cmd_demo)
+    w = sub.add_parser("sweep", help="run a declarative grid (resumable) into one table")
+    w.add_argument("grid", help="YAML/JSON grid file (see bfclab.sweep)")
+    w.add_argument("--out", required=True, help="sweep directory (cells/, table.csv)")
+    w.add_argument("--workers", type=int, default=1, help="parallel worker processes")
+    w.set_defaults(func=cmd_sweep)
     return p
 
 

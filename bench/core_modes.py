@@ -1,0 +1,114 @@
+"""Benchmark of the core issue: bfc vs layerwise vs e2e on the default target, 3 seeds, both learners.
+
+    .venv/bin/python bench/core_modes.py [--out runs/bench_core] [--workers 2] [--seeds 0,1,2]
+
+Runs the cells through the resumable sweep runner, then writes ``bench/results/core_modes.json``
+and ``docs/bench_core.md`` (a Markdown table and the checks of the core issue, each PASS/FAIL
+with its numbers).  Every number in the Markdown comes from the run directories.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from bfclab.results import read_json, write_json  # noqa: E402
+from bfclab.sweep import expand, run_sweep  # noqa: E402
+
+METHODS = ["bfc", "layerwise", "e2e"]
+KINDS = ["simple", "paper"]
+
+
+def cell_results(root: Path, grid) -> dict:
+    out = {}
+    for c in grid.cells:
+        p = c.params
+        out[(p["learner.kind"], p["method"], p["seed"])] = read_json(root / "cells" / c.id / "result.json")
+    return out
+
+
+def fe(res: dict, stage: int, level: int) -> float:
+    return res["stage_end"][str(stage)]["feature_error"][str(level)]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(ROOT / "runs" / "bench_core"))
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seeds", default="0,1,2")
+    args = ap.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    grid = expand({"name": "core", "grid": {"method": METHODS, "seed": seeds, "learner.kind": KINDS}})
+    root = Path(args.out)
+    run_sweep(grid, root, workers=args.workers)
+    res = cell_results(root, grid)
+
+    summary: dict = {"seeds": seeds, "methods": {}}
+    lines = [
+        "# Core benchmark: bfc vs layerwise vs e2e on the default target",
+        "",
+        "Produced by `.venv/bin/python bench/core_modes.py` (also `make bench`); raw runs in "
+        f"`{root.relative_to(ROOT) if root.is_relative_to(ROOT) else root}`.  Default target: d = 32, levels 2-4, k = 4, "
+        "J_l = {l-1, input}, alpha = (1, 0.3, 0.09), n_train = n_test = 20000, target seed 0.  "
+        "Same architecture and step budget for every method.",
+        "",
+        "| learner | method | test nMSE per seed | median | train nMSE (median) | layer-2 fe: end of stage 2 -> end | s/run (median) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for kind in KINDS:
+        for m in METHODS:
+            rs = [res[(kind, m, s)] for s in seeds]
+            tests = [r["test_nmse"] for r in rs]
+            med = statistics.median(tests)
+            fe2 = [(fe(r, 2, 2), r["feature_error"]["2"]) for r in rs]
+            summary["methods"][f"{kind}/{m}"] = {
+                "test_nmse": tests, "median_test_nmse": med,
+                "train_nmse": [r["train_nmse"] for r in rs],
+                "fe2_end_stage2": [a for a, _ in fe2], "fe2_final": [b for _, b in fe2],
+                "feature_error_final": [r["feature_error"] for r in rs],
+                "seconds": [r["seconds"] for r in rs],
+            }
+            lines.append(
+                f"| {kind} | {m} | {', '.join(f'{t:.2e}' for t in tests)} | **{med:.2e}** | "
+                f"{statistics.median(r['train_nmse'] for r in rs):.2e} | "
+                f"{'; '.join(f'{a:.4f} -> {b:.4f}' for a, b in fe2)} | {statistics.median(r['seconds'] for r in rs):.0f} |"
+            )
+
+    default = "simple"  # the learner the config defaults to (see docs/DESIGN.md)
+    S = summary["methods"]
+    bfc, lw, e2e = S[f"{default}/bfc"], S[f"{default}/layerwise"], S[f"{default}/e2e"]
+    checks = [
+        ("bfc median test nMSE <= 1e-3", bfc["median_test_nmse"] <= 1e-3, f"{bfc['median_test_nmse']:.2e}"),
+        ("layerwise >= 100x bfc (medians)", lw["median_test_nmse"] >= 100 * bfc["median_test_nmse"],
+         f"ratio {lw['median_test_nmse'] / bfc['median_test_nmse']:.0f}x"),
+        ("bfc: layer-2 fe at end < half its end-of-stage-2 value, every seed",
+         all(b < 0.5 * a for a, b in zip(bfc["fe2_end_stage2"], bfc["fe2_final"])),
+         ", ".join(f"{b / a:.3f}" for a, b in zip(bfc["fe2_end_stage2"], bfc["fe2_final"])) + " (final/stage-2)"),
+        ("layerwise: layer-2 fe unchanged after stage 2, every seed",
+         all(a == b for a, b in zip(lw["fe2_end_stage2"], lw["fe2_final"])),
+         ", ".join(f"{a:.4f} -> {b:.4f}" for a, b in zip(lw["fe2_end_stage2"], lw["fe2_final"]))),
+        ("e2e reported with the same budget", True, f"median {e2e['median_test_nmse']:.2e}"),
+    ]
+    pb, ps = S["paper/bfc"]["median_test_nmse"], S["simple/bfc"]["median_test_nmse"]
+    summary["checks"] = [{"check": c, "pass": bool(ok), "value": v} for c, ok, v in checks]
+    summary["paper_vs_simple_bfc"] = {"paper": pb, "simple": ps}
+    lines += ["", f"Checks (default learner: `{default}`):", "", "| check | result | value |", "|---|---|---|"]
+    lines += [f"| {c} | {'PASS' if ok else 'FAIL'} | {v} |" for c, ok, v in checks]
+    lines += ["", f"Paper learner (K + wide W, K-W regulariser, SVD warm start) vs simple learner under bfc: "
+              f"median test nMSE {pb:.2e} vs {ps:.2e}; the default is the better one "
+              f"(`{'paper' if pb < ps else 'simple'}`)."]
+    write_json(ROOT / "bench" / "results" / "core_modes.json", summary)
+    md = "\n".join(lines) + "\n"
+    (ROOT / "docs").mkdir(exist_ok=True)
+    (ROOT / "docs" / "bench_core.md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

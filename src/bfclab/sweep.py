@@ -1,0 +1,358 @@
+"""Declarative, resumable sweeps: methods x n x seeds x target overrides -> one tidy table.
+
+A grid file (YAML or JSON) looks like::
+
+    name: sample-complexity
+    base:                      # any subset of the run config, applied to every cell
+      train: {steps_per_stage: 8000}
+    grid:                      # the cartesian product of these dotted keys is the set of cells
+      method: [bfc, layerwise, krr-poly]
+      data.n_train: [2000, 20000]
+      seed: [0, 1, 2]
+    baseline:                  # options of each non-deep method (bfclab.baselines.registry)
+      krr-poly: {degree: 8}
+
+Each cell runs into its own directory ``OUT/cells/<cell id>/``; a cell whose ``result.json``
+exists is finished and skipped, and a cell is only ever finished by the atomic rename of that
+file, so a sweep killed at any point resumes without losing or repeating a cell.  Cells are
+independent and idempotent and run behind a small :class:`Executor` interface (serial or a local
+process pool today; a distributed executor only needs ``map``).  ``collect`` gathers every
+``result.json`` into one table, a row per cell: config columns and metrics.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import io
+import itertools
+import json
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Protocol
+
+from .config import ConfigError, RunConfig, apply_mapping, load_file, set_key, to_dict
+from .results import atomic_write_bytes, read_json, write_json
+
+DEEP = ("bfc", "layerwise", "e2e")
+
+
+def is_deep(method: str) -> bool:
+    return method in DEEP or method.startswith("window:")
+
+
+def check_method(method: str) -> None:
+    """A deep training method (bfclab.train) or a baseline name (bfclab.baselines.registry)."""
+    from .train import METHODS, parse_method
+
+    if is_deep(method):
+        parse_method(method)
+        return
+    from .baselines.registry import names
+
+    if method not in names():
+        raise ConfigError(f"grid key 'method': unknown {method!r}; accepted: {METHODS}, "
+                          f"or a baseline: {', '.join(names())}")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of a grid: the overrides that make its config (dotted key -> value)."""
+
+    overrides: tuple  # sorted (key, value) pairs; values JSON-able
+    base: str = "{}"  # JSON of the grid's base mapping
+    baseline: str = "{}"  # JSON of the baseline options of this cell's method
+
+    @property
+    def params(self) -> dict:
+        return dict(self.overrides)
+
+    @property
+    def method(self) -> str:
+        return str(self.params.get("method", "bfc"))
+
+    @property
+    def id(self) -> str:
+        """Readable and unique: key=value parts plus a short hash of everything that defines the cell."""
+        parts = [f"{k.split('.')[-1]}={v}" for k, v in self.overrides]
+        slug = "_".join(parts).replace(":", "-").replace("/", "-").replace(" ", "")
+        digest = hashlib.sha1(json.dumps([self.overrides, self.base, self.baseline]).encode()).hexdigest()[:8]
+        return f"{slug[:80]}_{digest}"
+
+    def config(self) -> RunConfig:
+        cfg = RunConfig()
+        apply_mapping(cfg, json.loads(self.base))
+        for k, v in self.overrides:
+            set_key(cfg, k, v)
+        return cfg
+
+
+@dataclass
+class Grid:
+    name: str
+    cells: list[Cell] = field(default_factory=list)
+
+
+def expand(spec: dict, name: str = "sweep") -> Grid:
+    """A grid mapping -> its cells (validated: every key must be a config key)."""
+    if not isinstance(spec, dict):
+        raise ConfigError("grid file: expected a mapping with 'grid' (and optionally 'base', 'baseline', 'name')")
+    unknown = set(spec) - {"name", "base", "grid", "baseline"}
+    if unknown:
+        raise ConfigError(f"grid file: unknown section '{sorted(unknown)[0]}'; accepted: name, base, grid, baseline")
+    grid = spec.get("grid") or {}
+    if not isinstance(grid, dict) or not grid:
+        raise ConfigError("grid file: 'grid' must map config keys to lists of values")
+    base = spec.get("base") or {}
+    baseline = spec.get("baseline") or {}
+    probe = RunConfig()
+    apply_mapping(probe, base)  # validates the base keys
+    keys = sorted(grid)
+    values = []
+    for k in keys:
+        v = grid[k]
+        values.append(v if isinstance(v, list) else [v])
+    cells = []
+    for combo in itertools.product(*values):
+        ov = tuple(zip(keys, combo))
+        method = str(dict(ov).get("method", "bfc"))
+        test = copy.deepcopy(probe)
+        for k, v in ov:
+            if k == "method":
+                check_method(str(v))
+                continue
+            set_key(test, k, v)
+        opts = baseline.get(method, {}) if not is_deep(method) else {}
+        cells.append(Cell(ov, json.dumps(base, sort_keys=True), json.dumps(opts, sort_keys=True)))
+    return Grid(str(spec.get("name", name)), cells)
+
+
+def load_grid(path: str | Path) -> Grid:
+    return expand(load_file(path), name=Path(path).stem)
+
+
+# ---- running one cell ----------------------------------------------------------------------
+
+
+def run_cell(cell: Cell, root: str | Path) -> str:
+    """Run one cell into ``root/cells/<id>`` unless it is finished; return its directory.
+
+    Idempotent: a leftover directory without ``result.json`` (a killed run) is cleared first.
+    """
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("BFCLAB_CELL_THREADS", "1")))
+    d = Path(root) / "cells" / cell.id
+    if (d / "result.json").exists():
+        return str(d)
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    write_json(d / "cell.json", {"overrides": dict(cell.overrides), "base": json.loads(cell.base),
+                                 "baseline": json.loads(cell.baseline)})
+    cfg = cell.config() if is_deep(cell.method) else _baseline_config(cell)
+    if is_deep(cell.method):
+        from .train import DivergenceError, train
+
+        try:
+            train(cfg, d, progress=False, log=lambda s: None)
+        except DivergenceError as e:  # a diverged cell is a result too, recorded as such
+            write_json(d / "result.json", {"method": cfg.method, "seed": cfg.seed, "diverged": str(e),
+                                           "test_nmse": float("nan"), "config": to_dict(cfg)})
+    else:
+        run_baseline(cell.method, json.loads(cell.baseline), cfg, d)
+    return str(d)
+
+
+def _baseline_config(cell: Cell) -> RunConfig:
+    cfg = RunConfig()
+    apply_mapping(cfg, json.loads(cell.base))
+    for k, v in cell.overrides:
+        if k == "method":
+            cfg.method = str(v)
+        else:
+            set_key(cfg, k, v)
+    return cfg
+
+
+def run_baseline(method: str, options: dict, cfg: RunConfig, out: Path) -> dict:
+    """Fit a non-deep estimator on the same split as the deep methods; write result.json."""
+    from . import metrics as M
+    from .baselines.registry import make_estimator
+    from .target import Target
+    from .train import make_data, resolve_device
+
+    write_json(out / "config.json", {**to_dict(cfg), "baseline": options})
+    target = Target.from_config(cfg.target)
+    x, y, xt, yt = make_data(target, cfg.data, cfg.seed)
+    t0 = time.time()
+    est = make_estimator(method, options, device=str(resolve_device(cfg.train.device)), seed=cfg.seed, target=target)
+    est.fit(x, y)
+    res = {
+        "method": method, "seed": cfg.seed,
+        "test_nmse": M.nmse(est.predict(xt).cpu(), yt), "train_nmse": M.nmse(est.predict(x).cpu(), y),
+        "seconds": time.time() - t0, "config": to_dict(cfg), "baseline": options,
+    }
+    for attr in ("chosen", "info"):
+        if hasattr(est, attr):
+            res[attr] = getattr(est, attr)
+    write_json(out / "result.json", res)
+    return res
+
+
+# ---- executors --------------------------------------------------------------------------------
+
+
+class Executor(Protocol):
+    """Runs independent, idempotent cells; calls ``done(cell, error)`` as each one ends."""
+
+    def map(self, fn: Callable[[Cell, str], str], cells: list[Cell], root: str,
+            done: Callable[[Cell, str | None], None]) -> None: ...
+
+
+class SerialExecutor:
+    def map(self, fn, cells, root, done) -> None:
+        for c in cells:
+            try:
+                fn(c, root)
+                done(c, None)
+            except Exception as e:  # noqa: BLE001 - one bad cell must not stop the sweep
+                done(c, f"{type(e).__name__}: {e}")
+
+
+class ProcessExecutor:
+    """A local pool of worker processes (one torch thread each by default)."""
+
+    def __init__(self, workers: int):
+        self.workers = max(1, int(workers))
+
+    def map(self, fn, cells, root, done) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(self.workers, mp_context=ctx) as pool:
+            pending = {pool.submit(fn, c, root): c for c in cells}
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    c = pending.pop(fut)
+                    err = fut.exception()
+                    done(c, None if err is None else f"{type(err).__name__}: {err}")
+
+
+def run_sweep(grid: Grid, root: str | Path, workers: int = 1, progress: bool | None = None) -> list[dict]:
+    """Run every unfinished cell of ``grid`` into ``root``; return the collected rows."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    write_json(root / "grid.json", {"name": grid.name, "cells": [c.id for c in grid.cells]})
+    todo = [c for c in grid.cells if not (root / "cells" / c.id / "result.json").exists()]
+    skipped = len(grid.cells) - len(todo)
+    progress = sys.stderr.isatty() if progress is None else progress
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(grid.cells), initial=skipped, desc=grid.name, dynamic_ncols=True)
+    else:
+        print(f"[{grid.name}] {len(grid.cells)} cells, {skipped} already finished", file=sys.stderr, flush=True)
+    errors: list[str] = []
+
+    def done(cell: Cell, err: str | None) -> None:
+        if err:
+            errors.append(f"{cell.id}: {err}")
+        if bar is not None:
+            bar.update(1)
+        else:
+            print(f"[{grid.name}] {'FAILED ' if err else ''}{cell.id}" + (f" ({err})" if err else ""),
+                  file=sys.stderr, flush=True)
+
+    executor: Executor = ProcessExecutor(workers) if workers > 1 else SerialExecutor()
+    executor.map(run_cell, todo, str(root), done)
+    if bar is not None:
+        bar.close()
+    rows = collect(root, grid)
+    write_table(rows, root / "table.csv")
+    if errors:
+        print(f"[{grid.name}] {len(errors)} cell(s) failed; first: {errors[0]}", file=sys.stderr)
+    return rows
+
+
+# ---- the tidy table ------------------------------------------------------------------------------
+
+
+def flatten(prefix: str, obj, out: dict) -> None:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = obj
+
+
+def row_of(result: dict, overrides: dict) -> dict:
+    """A table row: the grid's keys, then scalar metrics and per-layer errors."""
+    row = {k: v for k, v in overrides.items()}
+    row.setdefault("method", result.get("method"))
+    row.setdefault("seed", result.get("seed"))
+    for key in ("test_nmse", "train_nmse", "test_error", "train_error", "seconds", "diverged"):
+        if key in result:
+            row[key] = result[key]
+    for key in ("feature_error", "weight_change"):
+        for l, v in (result.get(key) or {}).items():
+            row[f"{key}.L{l}"] = v
+    cfg = result.get("config", {})
+    row.setdefault("data.n_train", cfg.get("data", {}).get("n_train"))
+    return row
+
+
+def collect(root: str | Path, grid: Grid | None = None) -> list[dict]:
+    """One row per finished cell (of ``grid`` if given, else of every cell directory)."""
+    root = Path(root)
+    rows = []
+    ids = [c.id for c in grid.cells] if grid is not None else sorted(p.name for p in (root / "cells").glob("*"))
+    for cid in ids:
+        d = root / "cells" / cid
+        if not (d / "result.json").exists():
+            continue
+        res = read_json(d / "result.json")
+        ov = read_json(d / "cell.json")["overrides"] if (d / "cell.json").exists() else {}
+        rows.append({"cell": cid, **row_of(res, ov)})
+    return rows
+
+
+def write_table(rows: list[dict], path: Path) -> None:
+    cols: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in cols:
+                cols.append(k)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    for r in rows:
+        w.writerow(r)
+    atomic_write_bytes(Path(path), buf.getvalue().encode())
+
+
+def read_table(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [dict(r) for r in csv.DictReader(f)]
+
+
+def numeric(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def group(rows: Iterable[dict], keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
+    out: dict[tuple, list[dict]] = {}
+    for r in rows:
+        out.setdefault(tuple(str(r.get(k)) for k in keys), []).append(r)
+    return out

@@ -1,0 +1,85 @@
+"""The resumable sweep: grid expansion, idempotent cells, kill-and-resume."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from bfclab.config import ConfigError
+from bfclab.sweep import expand, run_sweep
+
+TINY_BASE = {
+    "target": {"d": 6, "widths": [2], "mc_samples": 2000},
+    "data": {"n_train": 256, "n_test": 256},
+    "train": {"steps_per_stage": 30, "batch_size": 32, "log_every": 30},
+}
+
+
+def test_expand_is_the_cartesian_product():
+    g = expand({"base": TINY_BASE, "grid": {"method": ["bfc", "layerwise"], "seed": [0, 1, 2]}})
+    assert len(g.cells) == 6
+    assert len({c.id for c in g.cells}) == 6
+    assert {(c.params["method"], c.params["seed"]) for c in g.cells} == {
+        (m, s) for m in ("bfc", "layerwise") for s in (0, 1, 2)}
+    cfg = g.cells[0].config()
+    assert cfg.target.d == 6 and cfg.train.steps_per_stage == 30
+
+
+@pytest.mark.parametrize("spec, needle", [
+    ({"grid": {"train.nope": [1]}}, "train.nope"),
+    ({"grid": {}}, "grid"),
+    ({"grid": {"seed": [0]}, "extra": 1}, "extra"),
+    ({"base": {"train": {"lr": "x"}}, "grid": {"seed": [0]}}, "train.lr"),
+    ({"grid": {"method": ["window:x"]}}, "method"),
+])
+def test_bad_grid(spec, needle):
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+        g = expand(spec)
+        for c in g.cells:
+            c.config()
+
+
+def test_finished_cells_are_skipped(tmp_path):
+    g = expand({"base": TINY_BASE, "grid": {"method": ["bfc"], "seed": [0, 1]}})
+    rows = run_sweep(g, tmp_path, workers=1, progress=False)
+    assert len(rows) == 2
+    stamps = {c.id: os.stat(tmp_path / "cells" / c.id / "result.json").st_mtime_ns for c in g.cells}
+    rows2 = run_sweep(g, tmp_path, workers=1, progress=False)
+    assert [r["cell"] for r in rows2] == [r["cell"] for r in rows]
+    for c in g.cells:
+        assert os.stat(tmp_path / "cells" / c.id / "result.json").st_mtime_ns == stamps[c.id]
+
+
+def test_killed_sweep_resumes_without_losing_or_repeating_a_cell(tmp_path):
+    grid = {"name": "kill", "base": TINY_BASE,
+            "grid": {"method": ["bfc", "layerwise", "e2e"], "seed": [0, 1], "train.lr": [0.01]}}
+    gfile = tmp_path / "grid.yaml"
+    gfile.write_text(yaml.safe_dump(grid))
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "bfclab.cli", "sweep", str(gfile), "--out", str(out), "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        done = list(out.glob("cells/*/result.json"))
+        if len(done) >= 2:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the runner and its workers, mid-sweep
+    proc.wait()
+    first = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("cells/*/result.json")}
+    assert 2 <= len(first) < 6, "the kill must land mid-way"
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    with open(out / "table.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6
+    assert len({r["cell"] for r in rows}) == 6
+    assert sorted((r["method"], r["seed"]) for r in rows) == sorted(
+        (m, str(s)) for m in ("bfc", "layerwise", "e2e") for s in (0, 1))
+    for cid, stamp in first.items():  # cells finished before the kill were not run again
+        assert (out / "cells" / cid / "result.json").stat().st_mtime_ns == stamp
