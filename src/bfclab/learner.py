@@ -204,14 +204,15 @@ class Learner(nn.Module):
         lv.K.copy_(rank_k_factor(lv.W, lv.K.shape[0]))
         self.warm.add(l)
 
-    def regulariser(self, lam_kw: float, lam_k: float, lam_w: float) -> torch.Tensor:
+    def regulariser(self, lam_kw: float, lam_k: float, lam_w: float, levels: list[int] | None = None) -> torch.Tensor:
         """sum_l lam_kw ||K^T K - W^T W||_F^2 + lam_k ||K||_F^2 + lam_w ||W||_F^2 (PAPER_NOTES §4.1).
 
         The K-W consistency term of a level is switched on once its K has been warm-started
-        from W (PAPER_NOTES §4.2 step 3); before that K carries nothing upward.
+        from W (PAPER_NOTES §4.2 step 3); before that K carries nothing upward.  ``levels``
+        restricts the sum to the levels being trained (for a frozen level it is a constant).
         """
         reg = self.offset.new_zeros(())
-        for l in self.active:
+        for l in self.active if levels is None else levels:
             lv = self.layer(l)
             if lam_k:
                 reg = reg + lam_k * lv.K.pow(2).sum()

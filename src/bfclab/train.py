@@ -280,9 +280,10 @@ class Run:
                 g["lr"] = base_lr * lr_factor(t.schedule, i, steps, t.min_lr_frac)
             idx = torch.randint(n, (t.batch_size,), generator=self.gen).to(self.device)
             out = m(self.x_tr[idx])
-            loss = self.task_loss(out, self.y_tr[idx]) + m.regulariser(t.lam_kw, t.lam_k, t.lam_w)
-            val = float(loss.detach())
-            if not math.isfinite(val) or val > t.diverge_factor:
+            fit = self.task_loss(out, self.y_tr[idx])
+            loss = fit + m.regulariser(t.lam_kw, t.lam_k, t.lam_w, levels=train_levels)
+            val = float(fit.detach())
+            if not math.isfinite(float(loss.detach())) or val > t.diverge_factor:
                 raise DivergenceError(self.stage, self.step, val)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -309,6 +310,8 @@ class Run:
         self.ref[level] = [p.detach().clone() for p in m.layer_params(level)[:2]]
         saved_stage, self.stage = self.stage, level
         rec = self.record("stage_end")
+        if self.out is not None:  # the learner as it stands at each boundary, for later analysis
+            self.save_state(self.out / f"stage{level}.pt")
         self.stage = saved_stage
         self.stage_end[level] = rec
         line = f"[{self.cfg.method}] stage {level}/{m.levels[-1]} step {self.step}: " + _summary(rec)
