@@ -66,6 +66,38 @@ def cmd_sweep(args, extra) -> int:
     return 0 if len(rows) == len(grid.cells) else 1
 
 
+def cmd_experiment(args, extra) -> int:
+    from .experiments import registry
+    from .report import run_experiment
+
+    if extra:
+        raise ConfigError(f"unexpected argument '{extra[0]}' for experiment")
+    exps = registry()
+    if args.name not in exps:
+        raise ConfigError(f"experiment '{args.name}': unknown; accepted: {', '.join(exps)}")
+    results = Path(args.results or ("runs/quick" if args.quick else "results"))
+    section = run_experiment(args.name, results, args.quick, args.workers)
+    from .results import atomic_write_bytes
+
+    out = results / args.name / "summary.md"
+    atomic_write_bytes(out, (f"# {section.title}\n\n{section.markdown}\n").encode())
+    print(section.markdown)
+    print(f"\nsummary: {out}")
+    return 0
+
+
+def cmd_report(args, extra) -> int:
+    from .report import build
+
+    if extra:
+        raise ConfigError(f"unexpected argument '{extra[0]}' for report")
+    results = Path(args.results or ("runs/quick" if args.quick else "results"))
+    docs = Path(args.docs or (results / "docs" if args.quick else "docs"))
+    out = build(results, docs, quick=args.quick, compute=not args.no_compute, workers=args.workers)
+    print(f"wrote {out}")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="bfclab", description="Backward feature correction lab (arXiv 2001.04413)")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
@@ -85,6 +117,19 @@ def make_parser() -> argparse.ArgumentParser:
     w.add_argument("--out", required=True, help="sweep directory (cells/, table.csv)")
     w.add_argument("--workers", type=int, default=1, help="parallel worker processes")
     w.set_defaults(func=cmd_sweep)
+    e = sub.add_parser("experiment", help="run one named experiment (resumable) and summarise it")
+    e.add_argument("name", help="correction | window | gap | classification | sample-complexity")
+    e.add_argument("--quick", action="store_true", help="tiny grid (seconds to minutes), into runs/quick")
+    e.add_argument("--results", default=None, help="results folder (default results/, or runs/quick)")
+    e.add_argument("--workers", type=int, default=2)
+    e.set_defaults(func=cmd_experiment)
+    r = sub.add_parser("report", help="regenerate docs/RESULTS.md and figures from stored results")
+    r.add_argument("--quick", action="store_true", help="the whole chain on tiny grids (CI)")
+    r.add_argument("--results", default=None, help="results folder (default results/, or runs/quick)")
+    r.add_argument("--docs", default=None, help="output folder (default docs/, or <results>/docs)")
+    r.add_argument("--no-compute", action="store_true", help="name missing results instead of computing them")
+    r.add_argument("--workers", type=int, default=2)
+    r.set_defaults(func=cmd_report)
     return p
 
 

@@ -97,7 +97,7 @@ class TrainConfig:
     init_std: float = 0.01
     lam_kw: float = 1.0
     lam_k: float = 0.0
-    lam_w: float = 0.0
+    lam_w: float = 1e-4
     warm_start: bool = True
     log_every: int = 250
     diverge_factor: float = 1e4

@@ -79,3 +79,78 @@ def plot_methods(series: dict[str, list[dict]], path: Path, title: str = "", lev
         ax.legend()
     fig.suptitle(title)
     save(fig, path)
+
+
+def _band(ax, runs: list[list[tuple[int, float]]], label: str, color=None) -> None:
+    """Median line and min-max band over runs that share their steps."""
+    import numpy as np
+
+    steps = sorted({s for run in runs for s, _ in run})
+    vals = []
+    for s in steps:
+        vs = [v for run in runs for st, v in run if st == s and v == v]
+        vals.append((np.median(vs), min(vs), max(vs)) if vs else (np.nan,) * 3)
+    v = np.array(vals, dtype=float)
+    line = ax.semilogy(steps, np.maximum(v[:, 0], 1e-12), ".-", ms=3, label=label, color=color)[0]
+    ax.fill_between(steps, np.maximum(v[:, 1], 1e-12), np.maximum(v[:, 2], 1e-12), alpha=0.2,
+                    color=line.get_color())
+
+
+def plot_feature_curves(series: dict[str, list[list[dict]]], path: Path, title: str = "") -> None:
+    """Per-layer feature error against step, one panel per layer, a line per method (median over
+    seeds, band = min..max), plus the test error; stage boundaries marked."""
+    any_recs = next(iter(series.values()))[0]
+    levels = sorted({int(l) for r in any_recs for l in r["feature_error"]})
+    key, label = error_key(any_recs)
+    fig, axes = plt.subplots(1, len(levels) + 1, figsize=(4 * (len(levels) + 1), 3.6), squeeze=False)
+    axes = axes[0]
+    for name, runs in series.items():
+        _band(axes[0], [[(r["step"], r[key]) for r in recs] for recs in runs], name)
+        for ax, l in zip(axes[1:], levels):
+            _band(ax, [[(r["step"], r["feature_error"][str(l)]) for r in recs if str(l) in r["feature_error"]]
+                       for recs in runs], name)
+    axes[0].set_ylabel(label)
+    for ax, l in zip(axes[1:], levels):
+        ax.set_title(f"layer {l}: feature error (1 - R$^2$)", fontsize=10)
+    for ax in axes:
+        ax.set_xlabel("step")
+        for s, _ in stage_boundaries(any_recs):
+            ax.axvline(s, color="grey", ls="--", lw=0.8)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend()
+    fig.suptitle(title)
+    save(fig, path)
+
+
+def plot_vs(panels: list[dict], path: Path, title: str = "") -> None:
+    """Generic 'metric against a swept value' figure.
+
+    ``panels``: one dict per panel with ``lines`` ({label: {x: [values over seeds]}}), ``xlabel``,
+    ``ylabel`` and optional ``logx``, ``logy``, ``hlines`` ({label: y}) and ``xticks``.  Each line
+    is the median over seeds with a min..max error bar.
+    """
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
+    for ax, p in zip(axes[0], panels):
+        for label, pts in p["lines"].items():
+            xs = sorted(pts)
+            med = np.array([np.nanmedian(pts[x]) for x in xs], dtype=float)
+            lo = np.array([np.nanmin(pts[x]) for x in xs], dtype=float)
+            hi = np.array([np.nanmax(pts[x]) for x in xs], dtype=float)
+            ax.errorbar(xs, med, yerr=[med - lo, hi - med], marker="o", ms=4, capsize=3, label=label)
+        for label, y in (p.get("hlines") or {}).items():
+            ax.axhline(y, color="grey", ls=":", lw=1)
+            ax.annotate(label, (1.0, y), xycoords=("axes fraction", "data"), fontsize=7, ha="right", va="bottom")
+        if p.get("logx"):
+            ax.set_xscale("log")
+        if p.get("logy", True):
+            ax.set_yscale("log")
+        if p.get("xticks"):
+            ax.set_xticks(p["xticks"][0], p["xticks"][1])
+        ax.set_xlabel(p["xlabel"])
+        ax.set_ylabel(p["ylabel"])
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    save(fig, path)

@@ -1,2 +1,43 @@
-"""Experiments as commands.  Each module exposes ``run(...)`` writing run directories and a
-summary, and is reachable from ``bfclab``'s command line."""
+"""Experiments as commands: ``bfclab experiment NAME`` runs one, ``bfclab report`` all of them.
+
+Every synthetic experiment is a grid run through the resumable sweep runner
+(``bfclab.sweep``) plus a ``summarize`` that turns the stored run directories into Markdown and
+figures.  The registry below is the single list the CLI and the report use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
+
+from . import correction, gap, window
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    spec: Callable[..., dict]  # spec(quick) -> grid mapping
+    summarize: Callable[..., object]  # summarize(root, figdir, quick=, command=) -> Section
+    about: str
+
+
+def registry() -> dict[str, Experiment]:
+    exps = [
+        Experiment("correction", correction.spec, correction.summarize,
+                   "per-layer feature error vs step: bfc, layerwise, e2e (3 seeds)"),
+        Experiment("window", window.spec, window.summarize,
+                   "final error vs backward window k on a 4-hidden-level target"),
+        Experiment("gap", gap.spec, gap.summarize, "bfc, layerwise, e2e as the gap ratio rho varies"),
+        Experiment("classification", partial(correction.spec, task="classification"),
+                   partial(correction.summarize, task="classification"),
+                   "the correction experiment with sign labels and the logistic loss"),
+    ]
+    try:
+        from . import sample_complexity
+    except ImportError:  # pragma: no cover - present once the baselines have landed
+        pass
+    else:
+        exps.append(Experiment("sample-complexity", sample_complexity.spec, sample_complexity.summarize,
+                               "test nMSE vs n: deep modes against kernels, NTK, random features, two-layer nets"))
+    return {e.name: e for e in exps}
