@@ -79,17 +79,23 @@ class Cell:
 
     @property
     def id(self) -> str:
-        """Readable and unique: key=value parts plus a short hash of everything that defines the cell."""
+        """Readable and unique: key=value parts plus a short hash of the *resolved* config (and
+        baseline options), so that a change of any default gives new cells, never stale ones."""
         parts = [f"{k.split('.')[-1]}={v}" for k, v in self.overrides]
         slug = "_".join(parts).replace(":", "-").replace("/", "-").replace(" ", "")
-        digest = hashlib.sha1(json.dumps([self.overrides, self.base, self.baseline]).encode()).hexdigest()[:8]
+        resolved = json.dumps([to_dict(self.config()), self.baseline], sort_keys=True, default=str)
+        digest = hashlib.sha1(resolved.encode()).hexdigest()[:8]
         return f"{slug[:80]}_{digest}"
 
     def config(self) -> RunConfig:
+        """The cell's run config (for a baseline, ``method`` is the baseline's name)."""
         cfg = RunConfig()
         apply_mapping(cfg, json.loads(self.base))
         for k, v in self.overrides:
-            set_key(cfg, k, v)
+            if k == "method":
+                cfg.method = str(v)
+            else:
+                set_key(cfg, k, v)
         return cfg
 
 
@@ -156,7 +162,7 @@ def run_cell(cell: Cell, root: str | Path) -> str:
     d.mkdir(parents=True)
     write_json(d / "cell.json", {"overrides": dict(cell.overrides), "base": json.loads(cell.base),
                                  "baseline": json.loads(cell.baseline)})
-    cfg = cell.config() if is_deep(cell.method) else _baseline_config(cell)
+    cfg = cell.config()
     if is_deep(cell.method):
         from .train import DivergenceError, train
 
@@ -168,17 +174,6 @@ def run_cell(cell: Cell, root: str | Path) -> str:
     else:
         run_baseline(cell.method, json.loads(cell.baseline), cfg, d)
     return str(d)
-
-
-def _baseline_config(cell: Cell) -> RunConfig:
-    cfg = RunConfig()
-    apply_mapping(cfg, json.loads(cell.base))
-    for k, v in cell.overrides:
-        if k == "method":
-            cfg.method = str(v)
-        else:
-            set_key(cfg, k, v)
-    return cfg
 
 
 def run_baseline(method: str, options: dict, cfg: RunConfig, out: Path) -> dict:

@@ -18,8 +18,8 @@ from ..sweep import Cell, Grid, expand, run_sweep
 # A tiny version of the default target for --quick runs (CI): same structure, seconds per run.
 QUICK_BASE = {
     "target": {"d": 8, "widths": [2], "mc_samples": 5000},
-    "data": {"n_train": 2000, "n_test": 2000},
-    "train": {"steps_per_stage": 300, "batch_size": 128, "log_every": 100},
+    "data": {"n_train": 1000, "n_test": 1000},
+    "train": {"steps_per_stage": 200, "batch_size": 128, "log_every": 50},
 }
 
 
