@@ -18,42 +18,57 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from bfclab.results import read_json, write_json  # noqa: E402
+from bfclab.experiments import correction  # noqa: E402
 from bfclab.sweep import expand, run_sweep  # noqa: E402
 
 METHODS = ["bfc", "layerwise", "e2e"]
 KINDS = ["simple", "paper"]
 
 
-def cell_results(root: Path, grid) -> dict:
+def cell_results(root: Path, grid, kind: str) -> dict:
     out = {}
     for c in grid.cells:
         p = c.params
-        out[(p["learner.kind"], p["method"], p["seed"])] = read_json(root / "cells" / c.id / "result.json")
+        out[(kind, p["method"], p["seed"])] = read_json(root / "cells" / c.id / "result.json")
     return out
 
 
 def fe(res: dict, stage: int, level: int) -> float:
+    """Feature error of ``level`` at the end of ``stage`` (nan for a diverged run)."""
+    if "stage_end" not in res:
+        return float("nan")
     return res["stage_end"][str(stage)]["feature_error"][str(level)]
+
+
+def _rel(p: Path) -> Path:
+    return p.relative_to(ROOT) if p.is_relative_to(ROOT) else p
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(ROOT / "runs" / "bench_core"))
+    ap.add_argument("--out", default=str(ROOT / "results" / "core-paper"), help="paper-learner cells")
+    ap.add_argument("--results", default=str(ROOT / "results"), help="results folder of `bfclab experiment`")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seeds", default="0,1,2")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    grid = expand({"name": "core", "grid": {"method": METHODS, "seed": seeds, "learner.kind": KINDS}})
-    root = Path(args.out)
-    run_sweep(grid, root, workers=args.workers)
-    res = cell_results(root, grid)
+    # The simple-learner cells are exactly the `correction` experiment's (shared, resumable);
+    # the paper-learner cells differ only in learner.kind.
+    simple = expand({**correction.spec(), "grid": {"method": METHODS, "seed": seeds}})
+    paper = expand({"name": "core-paper", "grid": {"method": METHODS, "seed": seeds, "learner.kind": ["paper"]}})
+    roots = {"simple": Path(args.results) / "correction", "paper": Path(args.out)}
+    res = {}
+    for kind, grid in (("simple", simple), ("paper", paper)):
+        run_sweep(grid, roots[kind], workers=args.workers)
+        res.update(cell_results(roots[kind], grid, kind))
 
     summary: dict = {"seeds": seeds, "methods": {}}
     lines = [
         "# Core benchmark: bfc vs layerwise vs e2e on the default target",
         "",
         "Produced by `.venv/bin/python bench/core_modes.py` (also `make bench`); raw runs in "
-        f"`{root.relative_to(ROOT) if root.is_relative_to(ROOT) else root}`.  Default target: d = 32, levels 2-4, k = 4, "
+        f"`{_rel(roots['simple'])}` (simple learner, shared with `bfclab experiment correction`) and "
+        f"`{_rel(roots['paper'])}` (paper learner).  Default target: d = 32, levels 2-4, k = 4, "
         "J_l = {l-1, input}, alpha = (1, 0.3, 0.09), n_train = n_test = 20000, target seed 0.  "
         "Same architecture and step budget for every method.",
         "",
@@ -63,19 +78,20 @@ def main() -> int:
     for kind in KINDS:
         for m in METHODS:
             rs = [res[(kind, m, s)] for s in seeds]
-            tests = [r["test_nmse"] for r in rs]
-            med = statistics.median(tests)
-            fe2 = [(fe(r, 2, 2), r["feature_error"]["2"]) for r in rs]
+            tests = [r["test_nmse"] for r in rs]  # nan for a diverged run
+            med = statistics.median(tests) if all(t == t for t in tests) else float("nan")
+            fe2 = [(fe(r, 2, 2), r.get("feature_error", {}).get("2", float("nan"))) for r in rs]
             summary["methods"][f"{kind}/{m}"] = {
                 "test_nmse": tests, "median_test_nmse": med,
                 "train_nmse": [r["train_nmse"] for r in rs],
                 "fe2_end_stage2": [a for a, _ in fe2], "fe2_final": [b for _, b in fe2],
-                "feature_error_final": [r["feature_error"] for r in rs],
+                "feature_error_final": [r.get("feature_error") for r in rs],
+                "diverged": [r.get("diverged") for r in rs],
                 "seconds": [r["seconds"] for r in rs],
             }
             lines.append(
                 f"| {kind} | {m} | {', '.join(f'{t:.2e}' for t in tests)} | **{med:.2e}** | "
-                f"{statistics.median(r['train_nmse'] for r in rs):.2e} | "
+                f"{statistics.median(r.get('train_nmse', float('nan')) for r in rs):.2e} | "
                 f"{'; '.join(f'{a:.4f} -> {b:.4f}' for a, b in fe2)} | {statistics.median(r['seconds'] for r in rs):.0f} |"
             )
 
