@@ -118,7 +118,7 @@ def make_parser() -> argparse.ArgumentParser:
     w.add_argument("--workers", type=int, default=1, help="parallel worker processes")
     w.set_defaults(func=cmd_sweep)
     e = sub.add_parser("experiment", help="run one named experiment (resumable) and summarise it")
-    e.add_argument("name", help="correction | window | gap | classification | sample-complexity")
+    e.add_argument("name", help="correction | window | gap | classification | kernel-limit | sample-complexity")
     e.add_argument("--quick", action="store_true", help="tiny grid (seconds to minutes), into runs/quick")
     e.add_argument("--results", default=None, help="results folder (default results/, or runs/quick)")
     e.add_argument("--workers", type=int, default=2)

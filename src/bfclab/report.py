@@ -27,7 +27,7 @@ def run_experiment(name: str, results: Path, quick: bool, workers: int, figdir: 
     root = results / name
     spec = exp.spec(quick)
     if missing(root, spec):
-        run_grid(spec, root, workers=workers)
+        run_grid(spec, root, workers=exp.workers or workers, threads=exp.threads)
     figdir = figdir or root
     figdir.mkdir(parents=True, exist_ok=True)
     return exp.summarize(root, figdir, quick=quick, command=experiment_command(name, quick))

@@ -28,12 +28,12 @@ import hashlib
 import io
 import itertools
 import json
-import os
 import shutil
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Protocol
 
@@ -54,11 +54,11 @@ def check_method(method: str) -> None:
     if is_deep(method):
         parse_method(method)
         return
-    from .baselines.registry import names
+    from .baselines.registry import ESTIMATORS
 
-    if method not in names():
+    if method not in ESTIMATORS:
         raise ConfigError(f"grid key 'method': unknown {method!r}; accepted: {METHODS}, "
-                          f"or a baseline: {', '.join(names())}")
+                          f"or a baseline: {', '.join(ESTIMATORS)}")
 
 
 @dataclass(frozen=True)
@@ -146,14 +146,15 @@ def load_grid(path: str | Path) -> Grid:
 # ---- running one cell ----------------------------------------------------------------------
 
 
-def run_cell(cell: Cell, root: str | Path) -> str:
+def run_cell(cell: Cell, root: str | Path, threads: int = 1) -> str:
     """Run one cell into ``root/cells/<id>`` unless it is finished; return its directory.
 
     Idempotent: a leftover directory without ``result.json`` (a killed run) is cleared first.
+    ``threads``: torch threads for this cell (1 when cells run side by side).
     """
     import torch
 
-    torch.set_num_threads(int(os.environ.get("BFCLAB_CELL_THREADS", "1")))
+    torch.set_num_threads(max(1, int(threads)))
     d = Path(root) / "cells" / cell.id
     if (d / "result.json").exists():
         return str(d)
@@ -241,8 +242,10 @@ class ProcessExecutor:
                     done(c, None if err is None else f"{type(err).__name__}: {err}")
 
 
-def run_sweep(grid: Grid, root: str | Path, workers: int = 1, progress: bool | None = None) -> list[dict]:
-    """Run every unfinished cell of ``grid`` into ``root``; return the collected rows."""
+def run_sweep(grid: Grid, root: str | Path, workers: int = 1, progress: bool | None = None,
+              threads: int = 1) -> list[dict]:
+    """Run every unfinished cell of ``grid`` into ``root`` (``threads`` torch threads per cell);
+    return the collected rows."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     write_json(root / "grid.json", {"name": grid.name, "cells": [c.id for c in grid.cells]})
@@ -268,7 +271,7 @@ def run_sweep(grid: Grid, root: str | Path, workers: int = 1, progress: bool | N
                   file=sys.stderr, flush=True)
 
     executor: Executor = ProcessExecutor(workers) if workers > 1 else SerialExecutor()
-    executor.map(run_cell, todo, str(root), done)
+    executor.map(partial(run_cell, threads=threads), todo, str(root), done)
     if bar is not None:
         bar.close()
     rows = collect(root, grid)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
-from . import correction, gap, window
+from . import correction, gap, sample_complexity, window
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,8 @@ class Experiment:
     spec: Callable[..., dict]  # spec(quick) -> grid mapping
     summarize: Callable[..., object]  # summarize(root, figdir, quick=, command=) -> Section
     about: str
+    workers: int | None = None  # None: the caller's choice
+    threads: int = 1  # torch threads per cell
 
 
 def registry() -> dict[str, Experiment]:
@@ -33,11 +35,10 @@ def registry() -> dict[str, Experiment]:
                    partial(correction.summarize, task="classification"),
                    "the correction experiment with sign labels and the logistic loss"),
     ]
-    try:
-        from . import sample_complexity
-    except ImportError:  # pragma: no cover - present once the baselines have landed
-        pass
-    else:
-        exps.append(Experiment("sample-complexity", sample_complexity.spec, sample_complexity.summarize,
-                               "test nMSE vs n: deep modes against kernels, NTK, random features, two-layer nets"))
+    exps += [
+        Experiment("kernel-limit", sample_complexity.limit_spec, sample_complexity.summarize_limit,
+                   "kernels at the largest n that fits in memory (float32, one seed)", workers=1, threads=2),
+        Experiment("sample-complexity", sample_complexity.spec, sample_complexity.summarize,
+                   "test nMSE vs n: deep modes against kernels, NTK, random features, two-layer nets"),
+    ]
     return {e.name: e for e in exps}

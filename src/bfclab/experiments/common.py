@@ -43,9 +43,9 @@ class CellRun:
         return read_jsonl(self.dir / "metrics.jsonl")
 
 
-def run_grid(spec: dict, root: Path, workers: int = 2, progress: bool | None = None) -> Grid:
+def run_grid(spec: dict, root: Path, workers: int = 2, progress: bool | None = None, threads: int = 1) -> Grid:
     grid = expand(spec, name=spec.get("name", root.name))
-    run_sweep(grid, root, workers=workers, progress=progress)
+    run_sweep(grid, root, workers=workers, progress=progress, threads=threads)
     return grid
 
 

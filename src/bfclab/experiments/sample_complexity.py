@@ -1,0 +1,124 @@
+"""Experiment ``sample-complexity``: test nMSE against n for the deep modes and every baseline
+the paper argues against (PAPER_NOTES §6; the headline separation of the paper's abstract).
+
+The grid runs every method on the same default target, the same test set and the same training
+samples (``bfclab.train.make_data``) over a log grid of n and 3 seeds.  Kernels are fitted up to
+n = 20 000 here; the largest n that fits in memory is measured by the separate ``kernel-limit``
+experiment (one seed, float32), which this summary quotes next to ``bfc`` at n = 20 000.
+
+Reference lines: the issue asks for the alpha_l^2 levels; since the levels of the default
+target do not have equal variance (docs/DESIGN.md, "Heavy tails"), the figure also marks the
+nMSE of a predictor that is exact on levels <= l and ignores the rest, computed from the target.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..plots import plot_vs
+from ..target import Target
+from ..config import TargetConfig, apply_mapping
+from .common import QUICK_BASE, Section, load_cells, med, spread, table
+
+NAME = "sample-complexity"
+DEEP = ["bfc", "layerwise", "e2e"]
+BASELINES = ["krr-poly", "krr-rbf", "krr-ntk-relu", "krr-entk", "rf-quad", "rf-relu",
+             "twolayer-quad", "twolayer-relu", "seqkernel"]
+NS = [1000, 3000, 10000, 20000]
+QUICK_NS = [200, 500]
+THRESHOLD = 1e-2
+LIMIT_N = 40000
+KERNELS = ["krr-poly", "krr-rbf", "krr-ntk-relu"]
+
+
+def spec(quick: bool = False) -> dict:
+    base = {k: dict(v) for k, v in QUICK_BASE.items()} if quick else {}
+    baseline = {"twolayer-quad": {"steps": 300}, "twolayer-relu": {"steps": 300},
+                "krr-entk": {"select_n": 300}} if quick else {}
+    return {"name": NAME, "base": base, "baseline": baseline,
+            "grid": {"method": DEEP + BASELINES, "data.n_train": QUICK_NS if quick else NS,
+                     "seed": [0] if quick else [0, 1, 2]}}
+
+
+def limit_spec(quick: bool = False) -> dict:
+    """The kernels at the largest n this machine fits (float32), one seed."""
+    base = {k: dict(v) for k, v in QUICK_BASE.items()} if quick else {}
+    return {"name": "kernel-limit", "base": base,
+            "grid": {"method": KERNELS, "data.n_train": [1500] if quick else [LIMIT_N], "seed": [0]}}
+
+
+def reference_levels(base: dict) -> dict[str, float]:
+    """alpha_l^2, and nMSE of the predictor exact on levels <= l (the rest ignored)."""
+    tc = TargetConfig()
+    apply_mapping(tc, base.get("target", {}))
+    t = Target.from_config(tc)
+    x, y, _ = t.sample(20000, seed=123)
+    terms = t.level_outputs(x)
+    out = {}
+    for l in range(2, t.L):
+        rest = sum(v for j, v in terms.items() if j > l)
+        out[f"levels <= {l} exact"] = float(((rest - rest.mean()) ** 2).mean() / y.var(unbiased=False))
+    for l in range(3, t.L + 1):
+        out[f"alpha_{l}^2"] = t.alphas[l] ** 2
+    return out
+
+
+def smallest_n(points: dict[int, list[float]]) -> str:
+    ok = [n for n in sorted(points) if med(points[n]) <= THRESHOLD]
+    return str(ok[0]) if ok else "not within the grid"
+
+
+def summarize(root: Path, figdir: Path, quick: bool = False,
+              command: str = "bfclab experiment sample-complexity") -> Section:
+    sp = spec(quick)
+    cells = load_cells(root, sp)
+    if not cells:
+        return Section(NAME, f"No results under `{root}`: run `{command}`.")
+    curves: dict[str, dict[int, list[float]]] = {}
+    for c in cells:
+        curves.setdefault(c.params["method"], {}).setdefault(int(c.params["data.n_train"]), []).append(
+            c.result["test_nmse"])
+    refs = reference_levels(sp["base"])
+    fig = figdir / "sample_complexity.png"
+    deep = {m: v for m, v in curves.items() if m in DEEP}
+    base_lines = {m: v for m, v in curves.items() if m not in DEEP}
+    plot_vs([
+        {"lines": {**deep, **base_lines}, "xlabel": "n (training samples)", "ylabel": "test nMSE",
+         "logx": True, "hlines": refs},
+    ], fig, title="sample complexity on the default target (median, min..max over seeds)")
+    ns = sorted({n for v in curves.values() for n in v})
+    rows = [[m] + [spread(curves[m].get(n, [])) for n in ns] + [smallest_n(curves[m])] for m in curves]
+    parts = [
+        f"Command: `{command}` (results in `{root}`); every method sees the same samples and test set.",
+        f"![sample complexity]({fig.name})",
+        "Test nMSE, median [min, max] over seeds, and the smallest n whose median reaches "
+        f"nMSE <= {THRESHOLD:g}:",
+        table(["method"] + [f"n = {n}" for n in ns] + [f"smallest n, nMSE <= {THRESHOLD:g}"], rows),
+        "Reference levels: " + "; ".join(f"{k} = {v:.3g}" for k, v in refs.items()) + ".",
+    ]
+    limit_root = root.parent / "kernel-limit"
+    lim = load_cells(limit_root, limit_spec(quick))
+    bfc_top = curves.get("bfc", {}).get(max(ns), [])
+    if lim:
+        best = min(lim, key=lambda c: c.result["test_nmse"])
+        lrows = [[c.params["method"], c.params["data.n_train"], f"{c.result['test_nmse']:.3e}",
+                  f"{c.result['seconds']:.0f}"] for c in lim]
+        parts += [
+            f"Kernels at the largest n measured on this machine (`bfclab experiment kernel-limit`, float32, seed 0):",
+            table(["kernel", "n", "test nMSE", "seconds"], lrows),
+            f"Best kernel: `{best.params['method']}` at n = {best.params['data.n_train']}: test nMSE "
+            f"{best.result['test_nmse']:.3e}; `bfc` at n = {max(ns)}: median {med(bfc_top):.3e}.",
+        ]
+    else:
+        parts.append(f"Kernels at the largest n: no results under `{limit_root}`: run `bfclab experiment kernel-limit`.")
+    return Section(NAME, "\n\n".join(parts), [fig])
+
+
+def summarize_limit(root: Path, figdir: Path, quick: bool = False,
+                    command: str = "bfclab experiment kernel-limit") -> Section:
+    lim = load_cells(root, limit_spec(quick))
+    if not lim:
+        return Section("kernel-limit", f"No results under `{root}`: run `{command}`.")
+    rows = [[c.params["method"], c.params["data.n_train"], f"{c.result['test_nmse']:.3e}",
+             f"{c.result['seconds']:.0f}"] for c in lim]
+    return Section("kernel-limit", f"Command: `{command}`.\n\n" + table(["kernel", "n", "test nMSE", "seconds"], rows))
