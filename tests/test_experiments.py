@@ -1,0 +1,40 @@
+"""Experiments and the report: the analysis pieces against closed forms, and the whole --quick chain."""
+
+import torch
+
+from bfclab.cli import main
+from bfclab.experiments import registry
+from bfclab.experiments.mechanism import project, quadratic_features, share
+from bfclab.report import build
+
+
+def test_quadratic_projection_is_exact_on_quadratics_and_kills_higher_hermite():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200000, 4, generator=g, dtype=torch.float64)
+    q = 1.0 + x[:, 0] - 2 * x[:, 1] * x[:, 2] + 0.5 * x[:, 3] ** 2
+    assert torch.allclose(project(quadratic_features(x), q), q, atol=1e-8)
+    # He_4(x_0) = x^4 - 6x^2 + 3 is orthogonal to every degree<=2 polynomial under N(0, I)
+    he4 = x[:, 0] ** 4 - 6 * x[:, 0] ** 2 + 3
+    p = project(quadratic_features(x), he4)
+    assert float(p.norm() / he4.norm()) < 0.05
+
+
+def test_share():
+    p = torch.randn(100, dtype=torch.float64)
+    assert abs(share(3 * p, p) - 1) < 1e-12
+    o = torch.randn(100, dtype=torch.float64)
+    o = o - (o @ p) / (p @ p) * p
+    assert share(o, p) < 1e-20
+
+
+def test_report_names_missing_results(tmp_path):
+    out = build(tmp_path / "results", tmp_path / "docs", quick=True, compute=False)
+    text = out.read_text()
+    for name in registry():
+        assert f"bfclab experiment {name} --quick" in text
+
+
+def test_unknown_experiment_one_line(capsys):
+    assert main(["experiment", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "nope" in err and "correction" in err and "\n" not in err
