@@ -24,3 +24,9 @@ class Estimator(Protocol):
     def fit(self, x: torch.Tensor, y: torch.Tensor) -> "Estimator": ...
 
     def predict(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+# The registry comes after the Protocol: ``make_estimator(name, options, device=, seed=, target=)``.
+from .registry import ESTIMATORS, default_options, make_estimator  # noqa: E402
+
+__all__ = ["Estimator", "ESTIMATORS", "default_options", "make_estimator"]

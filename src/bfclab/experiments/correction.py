@@ -46,8 +46,8 @@ def summarize(root: Path, figdir: Path, quick: bool = False, task: str = "regres
     rows = []
     for m, cs in by_method.items():
         for s in levels:
-            cells_fe = [" " if l > s else spread([stage_value(c.result, s, "feature_error", l) for c in cs])
-                        for l in levels]
+            cells_fe = [spread([stage_value(c.result, s, "feature_error", l) for c in cs]).replace("n/a", "")
+                        for l in levels]  # empty where the level is not active yet
             rows.append([m, s, spread([stage_value(c.result, s, ek) for c in cs]), *cells_fe])
     head = ["method", "end of stage", ek.replace("_", " ")] + [f"fe layer {l}" for l in levels]
     final = [[m, spread([c.result[ek] for c in cs]), len(cs)] for m, cs in by_method.items()]
