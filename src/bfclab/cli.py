@@ -123,6 +123,9 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--results", default=None, help="results folder (default results/, or runs/quick)")
     e.add_argument("--workers", type=int, default=2)
     e.set_defaults(func=cmd_experiment)
+    from .experiments import images
+
+    images.add_subparser(sub)
     r = sub.add_parser("report", help="regenerate docs/RESULTS.md and figures from stored results")
     r.add_argument("--quick", action="store_true", help="the whole chain on tiny grids (CI)")
     r.add_argument("--results", default=None, help="results folder (default results/, or runs/quick)")

@@ -53,7 +53,7 @@ def build(results: Path, docs: Path, quick: bool = False, compute: bool = True, 
         if name == "correction":
             sections.append(mechanism.summarize(root, figdir, quick=quick,
                                                 command=experiment_command(name, quick)))
-    sections += extra_sections(results, figdir, quick)
+    sections += extra_sections(results, figdir, quick, compute)
     lines = [
         "# bfclab results",
         "",
@@ -69,17 +69,35 @@ def build(results: Path, docs: Path, quick: bool = False, compute: bool = True, 
     return out
 
 
-def extra_sections(results: Path, figdir: Path, quick: bool) -> list[Section]:
-    """Sections of experiments that are not sweep grids (real images)."""
-    try:
-        from .experiments import images
-    except ImportError:  # pragma: no cover
-        return []
+IMAGE_DATASETS = ("mnist1d", "digits")
+IMAGE_METHODS = ["e2e", "layerwise", "window:1", "window:2", "bfc"]
+
+
+def image_command(dataset: str, quick: bool) -> str:
+    if quick:
+        return (f"bfclab images --dataset {dataset} --methods e2e,layerwise,bfc --seeds 0 "
+                f"--train.epochs_per_stage 1")
+    return f"bfclab images --dataset {dataset}"
+
+
+def extra_sections(results: Path, figdir: Path, quick: bool, compute: bool = True) -> list[Section]:
+    """The real-image growth experiments (not sweep grids): computed if missing, then summarised
+    from their stored result files.  --quick runs digits only, one seed, one epoch a stage."""
+    from .experiments import images
+    from .images.config import preset
+
     out = []
-    for dataset in ("mnist1d", "digits"):
+    for dataset in IMAGE_DATASETS[1:] if quick else IMAGE_DATASETS:
         root = results / "images" / dataset
-        if hasattr(images, "report_section"):
-            out.append(Section(f"images: {dataset}", images.report_section(root)))
+        cmd = image_command(dataset, quick) + f" --out {root}"
+        if compute and not any(root.glob("*/seed*/result.json")):
+            base = preset(dataset)
+            methods, seeds = IMAGE_METHODS, [0, 1, 2]
+            if quick:
+                base.train.epochs_per_stage, methods, seeds = 1, ["e2e", "layerwise", "bfc"], [0]
+            images.run_experiment(base, methods, seeds, root, progress=False)
+        text = images.report_section(root, figdir)
+        out.append(Section(f"images: {dataset}", f"Command: `{cmd}`.\n\n{text}"))
     return out
 
 
