@@ -38,3 +38,24 @@ def test_unknown_experiment_one_line(capsys):
     assert main(["experiment", "nope"]) == 2
     err = capsys.readouterr().err.strip()
     assert "nope" in err and "correction" in err and "\n" not in err
+
+
+def test_report_quick_runs_the_whole_chain(tmp_path):
+    """`bfclab report --quick`: every experiment on tiny grids, then RESULTS.md from the stored files."""
+    results, docs = tmp_path / "results", tmp_path / "docs"
+    assert main(["report", "--quick", "--results", str(results), "--docs", str(docs), "--workers", "2"]) == 0
+    text = (docs / "RESULTS.md").read_text()
+    for name in registry():
+        assert f"## {name}" in text
+        assert "No results" not in text and "have no results" not in text
+    assert "## mechanism" in text and "## images: digits" in text
+    import re
+
+    figures = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text)
+    assert len(figures) >= 6
+    for f in figures:
+        assert (docs / f).is_file(), f
+    # a second report computes nothing new and gives the same tables
+    before = {p: p.stat().st_mtime_ns for p in results.rglob("result.json")}
+    assert main(["report", "--quick", "--results", str(results), "--docs", str(docs), "--no-compute"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in results.rglob("result.json")} == before

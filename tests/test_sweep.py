@@ -83,3 +83,14 @@ def test_killed_sweep_resumes_without_losing_or_repeating_a_cell(tmp_path):
         (m, str(s)) for m in ("bfc", "layerwise", "e2e") for s in (0, 1))
     for cid, stamp in first.items():  # cells finished before the kill were not run again
         assert (out / "cells" / cid / "result.json").stat().st_mtime_ns == stamp
+
+
+def test_example_grid_expands():
+    from pathlib import Path
+
+    from bfclab.sweep import load_grid
+
+    g = load_grid(Path(__file__).parents[1] / "examples" / "grid.yaml")
+    assert len(g.cells) == 16
+    krr = [c for c in g.cells if c.method == "krr-poly"]
+    assert krr and all('"degree": 4' in c.baseline for c in krr)

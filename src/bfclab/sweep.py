@@ -28,6 +28,7 @@ import hashlib
 import io
 import itertools
 import json
+import os
 import shutil
 import sys
 import time
@@ -271,9 +272,15 @@ def run_sweep(grid: Grid, root: str | Path, workers: int = 1, progress: bool | N
                   file=sys.stderr, flush=True)
 
     executor: Executor = ProcessExecutor(workers) if workers > 1 else SerialExecutor()
+    t0, load0 = time.time(), os.getloadavg()
     executor.map(partial(run_cell, threads=threads), todo, str(root), done)
     if bar is not None:
         bar.close()
+    if todo:  # conditions of the last invocation that ran something
+        write_json(root / "sweep.json", {"cells_run": len(todo), "cells_skipped": skipped, "workers": workers,
+                                         "threads_per_cell": threads, "wall_seconds": time.time() - t0,
+                                         "loadavg_start": list(load0), "loadavg_end": list(os.getloadavg()),
+                                         "errors": errors})
     rows = collect(root, grid)
     write_table(rows, root / "table.csv")
     if errors:

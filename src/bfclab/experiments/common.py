@@ -100,3 +100,15 @@ def checks_md(checks: list[dict]) -> str:
         return ""
     return table(["check", "result", "value"],
                  [[c["check"], "PASS" if c["pass"] else "FAIL", c["value"]] for c in checks])
+
+
+def conditions(root: Path) -> str:
+    """One sentence on how the last computing invocation of a sweep ran (from its sweep.json)."""
+    f = Path(root) / "sweep.json"
+    if not f.is_file():
+        return ""
+    s = read_json(f)
+    return (f"Last computing run: {s['cells_run']} cells ({s['cells_skipped']} already there) in "
+            f"{s['wall_seconds'] / 60:.1f} min with {s['workers']} worker(s); load average "
+            f"{s['loadavg_start'][0]:.1f} at the start, {s['loadavg_end'][0]:.1f} at the end (2-core machine; "
+            f"a load above 2 means other jobs shared it).")

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..plots import plot_vs
 from ..target import Target
 from ..config import TargetConfig, apply_mapping
-from .common import QUICK_BASE, Section, load_cells, med, spread, table
+from .common import QUICK_BASE, Section, conditions, load_cells, med, spread, table
 
 NAME = "sample-complexity"
 DEEP = ["bfc", "layerwise", "e2e"]
@@ -95,6 +95,7 @@ def summarize(root: Path, figdir: Path, quick: bool = False,
         f"nMSE <= {THRESHOLD:g}:",
         table(["method"] + [f"n = {n}" for n in ns] + [f"smallest n, nMSE <= {THRESHOLD:g}"], rows),
         "Reference levels: " + "; ".join(f"{k} = {v:.3g}" for k, v in refs.items()) + ".",
+        conditions(root),
     ]
     limit_root = root.parent / "kernel-limit"
     lim = load_cells(limit_root, limit_spec(quick))
@@ -110,7 +111,8 @@ def summarize(root: Path, figdir: Path, quick: bool = False,
             f"{best.result['test_nmse']:.3e}; `bfc` at n = {max(ns)}: median {med(bfc_top):.3e}.",
         ]
     else:
-        parts.append(f"Kernels at the largest n: no results under `{limit_root}`: run `bfclab experiment kernel-limit`.")
+        parts.append(f"Kernels at the largest n: no results under `{limit_root}`: run "
+                     f"`bfclab experiment kernel-limit{' --quick' if quick else ''}`.")
     return Section(NAME, "\n\n".join(parts), [fig])
 
 
