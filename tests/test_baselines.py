@@ -329,3 +329,22 @@ def test_fitted_estimators_report_json_able_info(tmp_path):
                                     **({"steps": 20} if name.startswith("two") else {})}).fit(x, y)
         write_json(tmp_path / f"{name}.json", est.info)
         assert read_json(tmp_path / f"{name}.json") == json.loads(json.dumps(est.info))
+
+
+def test_deep_modes_share_the_interface():
+    """The deep modes behind fit/predict, on a tiny target: bfc beats layerwise on held-out data."""
+    from bfclab import metrics as M
+    from bfclab.baselines import make_estimator
+    from bfclab.config import TargetConfig
+    from bfclab.target import Target
+
+    t = Target.from_config(TargetConfig(d=8, widths=[2], mc_samples=4000))
+    x, y, _ = t.sample(3000, seed=1)
+    xt, yt, _ = t.sample(2000, seed=2)
+    opts = {"train": {"steps_per_stage": 500, "batch_size": 256, "log_every": 500}, "data": {"n_test": 500}}
+    err = {}
+    for m in ("bfc", "layerwise"):
+        est = make_estimator(m, opts, target=t, seed=0)
+        err[m] = M.nmse(est.fit(x, y).predict(xt), yt)
+        assert est.name == m and "feature_error" in est.info
+    assert err["bfc"] < 0.5 * err["layerwise"]

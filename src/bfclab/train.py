@@ -139,12 +139,14 @@ def lr_factor(schedule: str, step: int, total: int, min_frac: float) -> float:
 class Run:
     """One training run: data, learner, the stage loop and its measurements.
 
+    ``data`` (optional) = (x, y, x_test, y_test) replaces the run's own sample of the target.
     ``out`` (optional) receives ``metrics.jsonl`` as the run goes and ``last_good.pt`` (the
     latest state whose loss was finite) at every log event.
     """
 
     def __init__(self, cfg: RunConfig, out: Path | None = None, target: Target | None = None,
-                 progress: bool | None = None, log: Callable[[str], None] | None = None):
+                 progress: bool | None = None, log: Callable[[str], None] | None = None,
+                 data: tuple | None = None):
         self.cfg = cfg
         self.method = validate(cfg)
         self.device = resolve_device(cfg.train.device)
@@ -154,7 +156,7 @@ class Run:
         self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
         self.records: list[dict] = []
         self.gen = torch.Generator().manual_seed(1_000_003 * int(cfg.seed) + 1)
-        self._data()
+        self._data(data)
         tg = self.target
         self.model = Learner(tg.d, tg.widths, tg.conn, tg.alphas, cfg.learner, seed=cfg.seed).to(self.device)
         self.classify = cfg.data.task == "classification"
@@ -165,8 +167,9 @@ class Run:
         self.stage = 0
 
     # ---- data --------------------------------------------------------------------------------
-    def _data(self) -> None:
-        x, y, xt, yt = make_data(self.target, self.cfg.data, self.cfg.seed)
+    def _data(self, data: tuple | None) -> None:
+        """``data`` = (x, y, x_test, y_test) to train on given samples; else ``make_data``."""
+        x, y, xt, yt = data if data is not None else make_data(self.target, self.cfg.data, self.cfg.seed)
         dev = self.device
         self.x_tr, self.y_tr = x.float().to(dev), y.float().to(dev)
         self.x_te, self.y_te = xt.float().to(dev), yt.float().to(dev)

@@ -235,7 +235,15 @@ def resolve_options(name: str, given: dict | None, target=None) -> dict:
 
 
 def make_estimator(name: str, options: dict | None = None, *, device: str = "cpu", seed: int = 0, target=None):
-    """Build the estimator ``name`` (an ``Estimator``: fit(x, y) -> self, predict(x), name)."""
+    """Build the estimator ``name`` (an ``Estimator``: fit(x, y) -> self, predict(x), name).
+
+    A deep training method (bfc | layerwise | window:K | e2e) gives a ``DeepEstimator``; its
+    options are any subset of the run config (e.g. {"train": {"steps_per_stage": 2000}}).
+    """
+    from ..sweep import is_deep
+
+    if is_deep(name):
+        return _deep(name, options or {}, device, int(seed), target)
     opts = resolve_options(name, options, target)
     try:
         return _spec(name).build(name, opts, device, int(seed), target)
@@ -243,3 +251,17 @@ def make_estimator(name: str, options: dict | None = None, *, device: str = "cpu
         if isinstance(e, ConfigError):
             raise
         raise ConfigError(f"estimator '{name}': {e}") from None
+
+
+def _deep(name: str, options: dict, device: str, seed: int, target):
+    from ..config import RunConfig, apply_mapping, to_dict
+    from .deep import DeepEstimator
+
+    if target is None:
+        raise ConfigError(f"estimator '{name}': needs the target (make_estimator(..., target=target))")
+    cfg = RunConfig()
+    apply_mapping(cfg, {"target": target.config})
+    apply_mapping(cfg, options)
+    if to_dict(cfg.target) != target.config:
+        raise ConfigError(f"estimator '{name}': options may not change 'target' (it is given)")
+    return DeepEstimator(name, target, cfg, device=device, seed=seed)
