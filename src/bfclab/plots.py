@@ -143,7 +143,12 @@ def plot_vs(panels: list[dict], path: Path, title: str = "") -> None:
             ax.axhline(y, color="grey", ls=":", lw=1)
             ax.annotate(label, (1.0, y), xycoords=("axes fraction", "data"), fontsize=7, ha="right", va="bottom")
         if p.get("logx"):
+            from matplotlib.ticker import NullFormatter
+
             ax.set_xscale("log")
+            xs_all = sorted({x for pts in p["lines"].values() for x in pts})
+            ax.set_xticks(xs_all, [f"{x:g}" for x in xs_all])
+            ax.xaxis.set_minor_formatter(NullFormatter())
         if p.get("logy", True):
             ax.set_yscale("log")
         if p.get("xticks"):
