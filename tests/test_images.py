@@ -23,6 +23,13 @@ TINY_ARGS = [a for k, v in TINY.items() if k != "train.device"
              for a in (f"--{k}", json.dumps(v) if isinstance(v, list) else str(v))]
 
 
+def images_cli(argv: list[str]) -> int:
+    """``bfclab images ARGV`` through the project's command line."""
+    from bfclab.cli import main
+
+    return main(["images", *argv])
+
+
 def tiny(method: str, dataset: str = "digits", **over):
     cfg = preset(dataset)
     cfg.method = method
@@ -234,7 +241,7 @@ def test_tiny_experiment_writes_every_file(tmp_path, dataset, capsys):
     out = tmp_path / "exp"
     argv = ["--dataset", dataset, "--methods", "e2e,layerwise,bfc", "--seeds", "0", "--out", str(out),
             "--device", "cpu", *TINY_ARGS]
-    assert cmd.main(argv) == 0
+    assert images_cli(argv) == 0
     for method in ("e2e", "layerwise", "bfc"):
         d = out / method / "seed0"
         for name in ("config.json", "metrics.jsonl", "result.json", "filters.png"):
@@ -257,7 +264,7 @@ def test_tiny_experiment_writes_every_file(tmp_path, dataset, capsys):
     assert (figs / f"images-{dataset}-summary.png").is_file() and (figs / f"images-{dataset}-filters-bfc.png").is_file()
     assert "No image results" in cmd.report_section(tmp_path / "empty")
     first = (out / "bfc" / "seed0" / "result.json").read_text()
-    assert cmd.main(argv) == 0  # same config: kept, not retrained
+    assert images_cli(argv) == 0  # same config: kept, not retrained
     assert (out / "bfc" / "seed0" / "result.json").read_text() == first
     assert "kept" in capsys.readouterr().err
 
@@ -275,7 +282,7 @@ def test_tiny_experiment_writes_every_file(tmp_path, dataset, capsys):
 ])
 def test_bad_input_one_line_error(tmp_path, capsys, argv, needle):
     out = tmp_path / "exp"
-    assert cmd.main([*argv, "--out", str(out)]) == 2
+    assert images_cli([*argv, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and needle in err and "Traceback" not in err
     assert not out.exists()
@@ -283,5 +290,5 @@ def test_bad_input_one_line_error(tmp_path, capsys, argv, needle):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error when CUDA is missing")
 def test_cuda_requested_without_cuda(tmp_path, capsys):
-    assert cmd.main(["--device", "cuda", "--out", str(tmp_path / "o")]) == 2
+    assert images_cli(["--device", "cuda", "--out", str(tmp_path / "o")]) == 2
     assert "train.device" in capsys.readouterr().err

@@ -69,8 +69,31 @@ def test_learner_warm_start_sets_k(tiny):
     m.activate(2, 1.0, g)
     m.svd_warm_start(2)
     lv = m.layer(2)
-    assert torch.allclose(lv.K.T @ lv.K, rank_k_factor(lv.W, 2).T @ rank_k_factor(lv.W, 2))
+    evals, evecs = torch.linalg.eigh((lv.W.T @ lv.W).double())
+    top = evecs[:, -2:] @ torch.diag(evals[-2:]) @ evecs[:, -2:].T  # best rank-2 part of W^T W
+    assert torch.allclose((lv.K.T @ lv.K).double(), top, atol=1e-5)
     assert 2 in m.warm
+
+
+def test_regulariser_value_and_kw_switch():
+    t = Target.from_config(TargetConfig(d=6, L=3, widths=[2], mc_samples=2000))
+    m = Learner(t.d, t.widths, t.conn, t.alphas, LearnerConfig(kind="paper", m=5))
+    g = torch.Generator().manual_seed(0)
+    m.activate(2, 1.0, g)
+    lv = m.layer(2)
+    decay = 0.1 * lv.K.pow(2).sum() + 0.01 * lv.W.pow(2).sum()
+    assert torch.allclose(m.regulariser(3.0, 0.1, 0.01), decay)  # K-W term off before the warm start
+    with torch.no_grad():
+        lv.K.mul_(2.0)
+    m.warm.add(2)
+    kw = 3.0 * (lv.K.T @ lv.K - lv.W.T @ lv.W).pow(2).sum()
+    full = kw + 0.1 * lv.K.pow(2).sum() + 0.01 * lv.W.pow(2).sum()
+    assert torch.allclose(m.regulariser(3.0, 0.1, 0.01), full)
+    assert torch.allclose(m.regulariser(3.0, 0.1, 0.01, levels=[]), torch.zeros(()))
+    m.svd_warm_start(2)  # then K^T K is the rank-2 part of W^T W: the K-W term is what rank 2 misses
+    M = (lv.W.T @ lv.W).double()
+    evals = torch.linalg.eigvalsh(M)
+    assert torch.allclose(m.regulariser(1.0, 0, 0).double(), evals[:-2].pow(2).sum(), rtol=1e-3)
 
 
 @pytest.mark.parametrize("kind", ["simple", "paper"])

@@ -56,8 +56,7 @@ def test_procrustes_matches_brute_force_in_2d():
 
 def test_relative_change_and_nmse():
     a = [torch.ones(3, 3)]
-    assert M.relative_change([torch.ones(3, 3) * 1.1], a) == torch.tensor(0.1).item() or abs(
-        M.relative_change([torch.ones(3, 3) * 1.1], a) - 0.1) < 1e-6
+    assert abs(M.relative_change([torch.ones(3, 3) * 1.1], a) - 0.1) < 1e-6
     y = torch.randn(1000, dtype=torch.float64)
     assert abs(M.nmse(y.mean().expand(1000), y) - 1.0) < 1e-12
     assert M.class_error(torch.tensor([1.0, -2.0, 3.0]), torch.tensor([1.0, 1.0, -1.0])) == 2 / 3

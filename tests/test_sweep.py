@@ -36,6 +36,10 @@ def test_expand_is_the_cartesian_product():
     ({"grid": {"seed": [0]}, "extra": 1}, "extra"),
     ({"base": {"train": {"lr": "x"}}, "grid": {"seed": [0]}}, "train.lr"),
     ({"grid": {"method": ["window:x"]}}, "method"),
+    ({"grid": {"seed": [0, 0]}}, "seed"),
+    ({"grid": {"data.n_train": [-5]}}, "data.n_train"),
+    ({"grid": {"method": ["krr-poly"]}, "baseline": {"krr-ply": {}}}, "krr-ply"),
+    ({"grid": {"method": ["krr-poly"]}, "baseline": {"krr-poly": {"degre": 2}}}, "degre"),
 ])
 def test_bad_grid(spec, needle):
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
@@ -94,3 +98,41 @@ def test_example_grid_expands():
     assert len(g.cells) == 16
     krr = [c for c in g.cells if c.method == "krr-poly"]
     assert krr and all('"degree": 4' in c.baseline for c in krr)
+
+
+def test_a_diverged_cell_is_a_result_and_summaries_leave_it_out(tmp_path):
+    import math
+
+    from bfclab.experiments.common import diverged_note, load_cells, spread
+    from bfclab.results import read_json
+
+    spec = {"base": {**TINY_BASE, "train": {**TINY_BASE["train"], "optimizer": "sgd", "clip": 0.0}},
+            "grid": {"method": ["bfc"], "train.lr": [0.01, 1e8]}}
+    rows = run_sweep(expand(spec), tmp_path, workers=1, progress=False)
+    assert len(rows) == 2
+    bad = [r for r in rows if r.get("diverged")]
+    assert len(bad) == 1 and math.isnan(float(bad[0]["test_nmse"]))
+    ok = load_cells(tmp_path, spec)
+    assert len(ok) == 1 and ok[0].params["train.lr"] == 0.01
+    assert "diverged" in diverged_note(tmp_path, spec)
+    res = read_json(next(tmp_path.glob("cells/*lr=1*/result.json")))
+    assert math.isnan(res["test_nmse"]) and res["stage_end"] == {}
+    assert spread([1e-3, float("nan")]) == spread([1e-3])
+
+
+def test_stored_results_hold_only_finished_cells():
+    """Every cell folder kept in the repository's results/ has its result.json."""
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).parents[1]
+    r = subprocess.run(["git", "ls-files", "results"], cwd=repo, capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip("not a git checkout")
+    cells = set()
+    for p in r.stdout.split():
+        parts = Path(p).parts
+        if "cells" in parts and len(parts) > parts.index("cells") + 2:
+            cells.add(Path(*parts[: parts.index("cells") + 2]))
+    for cell in cells:
+        assert (repo / cell / "result.json").exists(), cell

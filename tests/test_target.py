@@ -34,13 +34,16 @@ def test_save_load_bit_identical(tmp_path):
 
 
 def test_output_is_sum_of_levels_and_levels_are_standardised():
-    t = Target.from_config(small(mc_samples=20000))
-    x, y, g = t.sample(20000, seed=3)
+    t = Target.from_config(small(mc_samples=200_000))
+    x, y, g = t.sample(200_000, seed=3)
     lv = t.level_outputs(x)
     assert torch.allclose(sum(lv.values()), g)
     for l, s in t.features(x).items():
-        # frozen standardisation from a different sample: unit second moment up to MC error
-        assert np.allclose(s.pow(2).mean(0).numpy(), 1.0, atol=0.15 * l)
+        # frozen standardisation from another sample of the same size: zero mean, unit variance
+        # up to the Monte-Carlo error of a degree-2^(l-2) polynomial (heavier tails higher up)
+        tol = {2: 0.02, 3: 0.05, 4: 0.15}[l]
+        assert np.allclose(s.mean(0).numpy(), 0.0, atol=tol)
+        assert np.allclose(s.pow(2).mean(0).numpy(), 1.0, atol=tol)
 
 
 def test_homogeneous_degree_when_connections_allow():

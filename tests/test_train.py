@@ -8,17 +8,6 @@ from bfclab.results import read_jsonl
 from bfclab.train import DivergenceError, Run, lr_factor, parse_method, train
 
 
-def lower_params(run, level):
-    return [p.detach().clone() for p in run.model.layer_params(level)]
-
-
-def snapshot_after_stage(cfg, stage_level):
-    """Run and capture each level's weights at the end of its own stage and at the end."""
-    run = Run(cfg, progress=False, log=lambda s: None)
-    run.run()
-    return run
-
-
 @pytest.mark.parametrize("kind", ["simple", "paper"])
 def test_layerwise_freezes_lower_layers_bfc_changes_them(tiny, kind):
     for method, frozen in (("layerwise", True), ("bfc", False)):
@@ -26,7 +15,7 @@ def test_layerwise_freezes_lower_layers_bfc_changes_them(tiny, kind):
         run = Run(cfg, progress=False, log=lambda s: None)
         run.run()
         for level in (2, 3):  # ref = weights at the end of the level's own stage (after warm start)
-            now = run.model.layer_params(level)[:2]
+            now = run.model.weights(level)
             same = all(torch.equal(a, b) for a, b in zip(now, run.ref[level]))
             assert same == frozen, (method, level)
         fe2 = [r["feature_error"]["2"] if "2" in r["feature_error"] else r["feature_error"][2]
@@ -113,3 +102,22 @@ def test_bfc_learns_the_tiny_target_better_than_layerwise(tiny):
     res = {m: Run(tiny(method=m, **over), progress=False, log=lambda s: None).run() for m in ("bfc", "layerwise")}
     assert res["bfc"]["test_nmse"] < 0.5 * res["layerwise"]["test_nmse"]
     assert res["bfc"]["feature_error"][2] < res["bfc"]["stage_end"][2]["feature_error"][2]
+
+
+def test_rerun_into_the_same_folder_starts_clean(tiny, tmp_path):
+    out = tmp_path / "r"
+    train(tiny(), out)
+    assert (out / "result.json").exists() and (out / "target.pt").exists()
+    with pytest.raises(DivergenceError):
+        train(tiny(**{"train.lr": 1e8, "train.clip": 0.0, "train.optimizer": "sgd"}), out)
+    assert not (out / "result.json").exists()  # the old result does not sit beside the new config
+    assert (out / "divergence.json").exists()
+    train(tiny(), out)
+    assert (out / "result.json").exists() and not (out / "divergence.json").exists()
+
+
+def test_mid_stage_warm_start(tiny):
+    run = Run(tiny(**{"learner.kind": "paper", "learner.m": 8, "train.warm_start_frac": 0.5}),
+              progress=False, log=lambda s: None)
+    run.run()
+    assert run.model.warm == {2, 3, 4}

@@ -99,6 +99,7 @@ class TrainConfig:
     lam_k: float = 0.0
     lam_w: float = 1e-4
     warm_start: bool = True
+    warm_start_frac: float = 1.0
     log_every: int = 250
     diverge_factor: float = 1e4
     device: str = "cpu"

@@ -130,10 +130,15 @@ class Learner(nn.Module):
     def layer(self, l: int) -> Level:
         return self.layers[str(l)]
 
-    def layer_params(self, l: int) -> list[nn.Parameter]:
+    def weights(self, l: int) -> list[nn.Parameter]:
+        """Level l's weight matrices (K, and W for the paper learner): what weight change measures."""
         lv = self.layer(l)
-        extra = [lv.scale] if isinstance(lv.scale, nn.Parameter) else []
-        return [lv.K] + ([lv.W] if lv.W is not None else []) + extra
+        return [lv.K] + ([lv.W] if lv.W is not None else [])
+
+    def layer_params(self, l: int) -> list[nn.Parameter]:
+        """Every trainable parameter of level l: its weights and, when learnable, its output scale."""
+        lv = self.layer(l)
+        return self.weights(l) + ([lv.scale] if isinstance(lv.scale, nn.Parameter) else [])
 
     # ---- forward -----------------------------------------------------------------------------
     def lift(self, j: int, s: torch.Tensor) -> torch.Tensor:

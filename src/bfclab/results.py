@@ -51,8 +51,22 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(Path(path), (dumps(obj) + "\n").encode())
 
 
+_NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
+def _restore(obj: Any) -> Any:
+    """Undo ``_jsonable``'s spelling of non-finite floats as strings."""
+    if isinstance(obj, dict):
+        return {k: _restore(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_restore(v) for v in obj]
+    if isinstance(obj, str) and obj in _NONFINITE:
+        return _NONFINITE[obj]
+    return obj
+
+
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+    return _restore(json.loads(Path(path).read_text()))
 
 
 def append_jsonl(path: Path, record: dict) -> None:
@@ -67,7 +81,7 @@ def read_jsonl(path: Path) -> list[dict]:
     out = []
     for line in Path(path).read_text().splitlines():
         try:
-            out.append(json.loads(line))
+            out.append(_restore(json.loads(line)))
         except json.JSONDecodeError:
             continue
     return out

@@ -125,6 +125,14 @@ def expand(spec: dict, name: str = "sweep") -> Grid:
     for k in keys:
         v = grid[k]
         values.append(v if isinstance(v, list) else [v])
+    for k, vals in zip(keys, values):
+        if len({json.dumps(v, sort_keys=True) for v in vals}) != len(vals):
+            raise ConfigError(f"grid key '{k}': a value is listed twice")
+    methods = {str(m) for m in (grid.get("method") or ["bfc"])} if "method" in grid else {"bfc"}
+    for name in baseline:
+        if name not in methods or is_deep(name):
+            raise ConfigError(f"grid file: 'baseline.{name}' names no baseline method of the grid; "
+                              f"the grid's baselines: {', '.join(sorted(m for m in methods if not is_deep(m))) or 'none'}")
     cells = []
     for combo in itertools.product(*values):
         ov = tuple(zip(keys, combo))
@@ -136,6 +144,15 @@ def expand(spec: dict, name: str = "sweep") -> Grid:
                 continue
             set_key(test, k, v)
         opts = baseline.get(method, {}) if not is_deep(method) else {}
+        if is_deep(method):
+            from .train import validate
+
+            test.method = method
+            validate(test)
+        else:
+            from .baselines.registry import resolve_options
+
+            resolve_options(method, opts)
         cells.append(Cell(ov, json.dumps(base, sort_keys=True), json.dumps(opts, sort_keys=True)))
     return Grid(str(spec.get("name", name)), cells)
 
@@ -153,12 +170,33 @@ def run_cell(cell: Cell, root: str | Path, threads: int = 1) -> str:
     Idempotent: a leftover directory without ``result.json`` (a killed run) is cleared first.
     ``threads``: torch threads for this cell (1 when cells run side by side).
     """
-    import torch
+    import fcntl
 
-    torch.set_num_threads(max(1, int(threads)))
     d = Path(root) / "cells" / cell.id
     if (d / "result.json").exists():
         return str(d)
+    lock_dir = Path(root) / ".locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / f"{cell.id}.lock", "w") as lock:
+        try:  # another sweep process on the same folder is running this cell: leave it alone
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CellBusy(cell.id) from None
+        if (d / "result.json").exists():  # finished while we waited for the lock
+            return str(d)
+        _run_cell_locked(cell, d, threads)
+    return str(d)
+
+
+class CellBusy(RuntimeError):
+    """The cell is being run by another process."""
+
+
+def _run_cell_locked(cell: Cell, d: Path, threads: int) -> None:
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(int(threads))
     if d.exists():
         shutil.rmtree(d)
     d.mkdir(parents=True)
@@ -171,11 +209,18 @@ def run_cell(cell: Cell, root: str | Path, threads: int = 1) -> str:
         try:
             train(cfg, d, progress=False, log=lambda s: None)
         except DivergenceError as e:  # a diverged cell is a result too, recorded as such
-            write_json(d / "result.json", {"method": cfg.method, "seed": cfg.seed, "diverged": str(e),
-                                           "test_nmse": float("nan"), "config": to_dict(cfg)})
+            write_json(d / "result.json", diverged_result(cfg, str(e)))
     else:
         run_baseline(cell.method, json.loads(cell.baseline), cfg, d)
-    return str(d)
+
+
+def diverged_result(cfg: RunConfig, why: str) -> dict:
+    """A result.json of the usual shape for a run that diverged (its errors are nan)."""
+    nan = float("nan")
+    err = ({"test_error": nan, "train_error": nan} if cfg.data.task == "classification"
+           else {"test_nmse": nan, "train_nmse": nan})
+    return {"method": cfg.method, "seed": cfg.seed, "diverged": why, **err, "feature_error": {},
+            "procrustes_error": {}, "weight_change": {}, "stage_end": {}, "seconds": nan, "config": to_dict(cfg)}
 
 
 def run_baseline(method: str, options: dict, cfg: RunConfig, out: Path) -> dict:
@@ -263,6 +308,8 @@ def run_sweep(grid: Grid, root: str | Path, workers: int = 1, progress: bool | N
     errors: list[str] = []
 
     def done(cell: Cell, err: str | None) -> None:
+        if err and err.startswith("CellBusy"):
+            err = "running in another process; left to it"
         if err:
             errors.append(f"{cell.id}: {err}")
         if bar is not None:
@@ -273,7 +320,8 @@ def run_sweep(grid: Grid, root: str | Path, workers: int = 1, progress: bool | N
 
     executor: Executor = ProcessExecutor(workers) if workers > 1 else SerialExecutor()
     t0, load0 = time.time(), os.getloadavg()
-    executor.map(partial(run_cell, threads=threads), todo, str(root), done)
+    # worker processes run `threads` torch threads each; in-process cells leave the caller's setting
+    executor.map(partial(run_cell, threads=threads if workers > 1 else 0), todo, str(root), done)
     if bar is not None:
         bar.close()
     if todo:  # conditions of the last invocation that ran something

@@ -116,8 +116,10 @@ def validate(cfg: TargetConfig) -> None:
         raise ConfigError(f"config key 'target.L': must be >= 2 (levels 2..L), got {cfg.L}")
     if cfg.alphas is None and not (cfg.rho > 0 and math.isfinite(cfg.rho)):
         raise ConfigError(f"config key 'target.rho': must be a positive number, got {cfg.rho}")
-    if cfg.kappa < 1:
-        raise ConfigError(f"config key 'target.kappa': must be >= 1, got {cfg.kappa}")
+    if not (math.isfinite(cfg.kappa) and cfg.kappa >= 1):
+        raise ConfigError(f"config key 'target.kappa': must be a finite number >= 1, got {cfg.kappa}")
+    if cfg.L > 10:
+        raise ConfigError(f"config key 'target.L': at most 10 (output degree 512), got {cfg.L}")
     if cfg.mc_samples < 100:
         raise ConfigError(f"config key 'target.mc_samples': must be >= 100, got {cfg.mc_samples}")
     resolve_conn(cfg)
@@ -151,6 +153,7 @@ class Target:
     weights: W*_{l,j} as ``weights[l][j]`` (k_l x k_j, with k_1 = d, k_0 = 1).
     mu, scale: frozen centring and standardisation of each level.
     median: frozen median of G*, the classification threshold.
+    g_std: frozen standard deviation of G*, the unit of regression label noise.
     """
 
     d: int
@@ -162,6 +165,7 @@ class Target:
     mu: dict
     scale: dict
     median: float
+    g_std: float
     config: dict
 
     # ---- construction -----------------------------------------------------------------------
@@ -177,7 +181,7 @@ class Target:
         }
         t = cls(
             d=cfg.d, L=cfg.L, widths=widths, conn=conn, alphas=alphas, weights=weights,
-            mu={}, scale={}, median=0.0, config=to_dict(cfg),
+            mu={}, scale={}, median=0.0, g_std=1.0, config=to_dict(cfg),
         )
         # Monte-Carlo normalisation, bottom-up, in float64 (PAPER_NOTES §2.6 recipe).
         x = torch.randn(cfg.mc_samples, cfg.d, generator=gen, dtype=torch.float64)
@@ -188,7 +192,8 @@ class Target:
             sc = (pre - mu).pow(2).mean(0).sqrt()
             t.mu[l], t.scale[l] = mu, sc
             feats[l] = (pre - mu) / sc
-        t.median = float(t._output(feats).median())
+        g = t._output(feats)
+        t.median, t.g_std = float(g.median()), float(g.std())
         return t
 
     # ---- the function ------------------------------------------------------------------------
@@ -236,7 +241,7 @@ class Target:
         """Draw n inputs x ~ N(0, I_d) and labels from a seeded generator.
 
         Returns ``(x, y, g)``: inputs (float64), labels and the clean target values G*(x).
-        Regression: y = G*(x) + label_noise * std(G*) * N(0,1).
+        Regression: y = G*(x) + label_noise * std(G*) * N(0,1), std(G*) frozen from the MC sample.
         Classification: y = sign(G*(x) - median) in {-1, +1} (flipped with prob. label_noise).
         """
         gen = torch.Generator().manual_seed(int(seed))
@@ -244,7 +249,7 @@ class Target:
         g = self(x)
         if task == "regression":
             noise = torch.randn(n, generator=gen, dtype=torch.float64)
-            y = g + label_noise * g.std() * noise if label_noise > 0 else g.clone()
+            y = g + label_noise * self.g_std * noise if label_noise > 0 else g.clone()
         elif task == "classification":
             y = torch.where(g > self.median, 1.0, -1.0).to(torch.float64)
             if label_noise > 0:
@@ -267,7 +272,7 @@ class Target:
             "alphas": keyed(self.alphas),
             "weights": {str(l): keyed(ws) for l, ws in self.weights.items()},
             "mu": keyed(self.mu), "scale": keyed(self.scale),
-            "median": self.median,
+            "median": self.median, "g_std": self.g_std,
             "config": self.config,
         }
 
@@ -292,7 +297,7 @@ class Target:
     def from_state(cls, st: dict, where: str = "target") -> "Target":
         if not isinstance(st, dict) or st.get("format") != FORMAT:
             raise ConfigError(f"target file '{where}': field 'format' must be {FORMAT!r}")
-        need = ["d", "L", "widths", "conn", "alphas", "weights", "mu", "scale", "median", "config"]
+        need = ["d", "L", "widths", "conn", "alphas", "weights", "mu", "scale", "median", "g_std", "config"]
         for k in need:
             if k not in st:
                 raise ConfigError(f"target file '{where}': missing field '{k}'")
@@ -317,4 +322,4 @@ class Target:
                 if not isinstance(v, torch.Tensor) or tuple(v.shape) != (widths[l],):
                     raise ConfigError(f"target file '{where}': field '{name}.{l}' has the wrong shape")
         return cls(d=d, L=L, widths=widths, conn=conn, alphas=alphas, weights=weights, mu=mu,
-                   scale=scale, median=float(st["median"]), config=st["config"])
+                   scale=scale, median=float(st["median"]), g_std=float(st["g_std"]), config=st["config"])

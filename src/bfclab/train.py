@@ -107,6 +107,20 @@ def validate(cfg: RunConfig) -> Method:
     for key, val in positive.items():
         if not val > 0:
             raise ConfigError(f"config key '{key}': must be positive, got {val}")
+    d = cfg.data
+    if d.n_train < 2 or d.n_test < 2:
+        raise ConfigError(f"config key 'data.n_train'/'data.n_test': need at least 2 samples, got "
+                          f"{d.n_train}/{d.n_test}")
+    if t.batch_size > 1_000_000:
+        raise ConfigError(f"config key 'train.batch_size': at most 1000000, got {t.batch_size}")
+    if not 0 <= t.min_lr_frac <= 1:
+        raise ConfigError(f"config key 'train.min_lr_frac': must be in [0, 1], got {t.min_lr_frac}")
+    if not 0 <= t.momentum < 1:
+        raise ConfigError(f"config key 'train.momentum': must be in [0, 1), got {t.momentum}")
+    if not 0 < t.warm_start_frac <= 1:
+        raise ConfigError(f"config key 'train.warm_start_frac': must be in (0, 1], got {t.warm_start_frac}")
+    if d.task == "classification" and d.label_noise > 0.5:
+        raise ConfigError(f"config key 'data.label_noise': a flip probability, at most 0.5, got {d.label_noise}")
     nonneg = {"train.clip": t.clip, "train.init_std": t.init_std, "train.lam_kw": t.lam_kw,
               "train.lam_k": t.lam_k, "train.lam_w": t.lam_w, "data.label_noise": cfg.data.label_noise}
     for key, val in nonneg.items():
@@ -205,7 +219,7 @@ class Run:
             for l in m.active if feats[l].shape[1] == self.true_te[l].shape[1]
         }
         rec["weight_change"] = {
-            l: M.relative_change(m.layer_params(l)[:2], self.ref[l]) for l in m.active if l in self.ref
+            l: M.relative_change(m.weights(l), self.ref[l]) for l in m.active if l in self.ref
         }
         rec["scales"] = {l: float(m.layer(l).scale) for l in m.active}
         return rec
@@ -277,6 +291,11 @@ class Run:
                 p.requires_grad_(l in train_levels)
         opt = self._optimizer(params)
         base_lr = t.lr
+        # SVD warm start of the new level's K from its W (paper learner, PAPER_NOTES §4.2 step 3):
+        # after warm_start_frac of the stage; 1.0 = at the stage's end (see _end_of_stage).
+        warm_at = None
+        if not e2e and t.warm_start and t.warm_start_frac < 1 and m.layer(stage).W is not None:
+            warm_at = max(1, int(round(t.warm_start_frac * steps)))
         n = self.x_tr.shape[0]
         for i in range(steps):
             for g in opt.param_groups:
@@ -298,6 +317,8 @@ class Run:
                 bar.update(1)
                 if self.step % 50 == 0:
                     bar.set_postfix(stage=self.stage, loss=f"{val:.2e}")
+            if warm_at is not None and i + 1 == warm_at:
+                m.svd_warm_start(stage)  # then the K-W term ties K to W for the rest of the stage
             if e2e and self.step in boundaries and self.step < steps:
                 self._end_of_stage(boundaries[self.step])
                 self.stage = boundaries[self.step] + 1
@@ -308,9 +329,9 @@ class Run:
     def _end_of_stage(self, level: int) -> None:
         """Warm start (stage-wise paper learner), snapshot the level's weights, log 'stage_end'."""
         m = self.model
-        if self.method.name != "e2e" and self.cfg.train.warm_start:
+        if self.method.name != "e2e" and self.cfg.train.warm_start and level not in m.warm:
             m.svd_warm_start(level)
-        self.ref[level] = [p.detach().clone() for p in m.layer_params(level)[:2]]
+        self.ref[level] = [p.detach().clone() for p in m.weights(level)]
         saved_stage, self.stage = self.stage, level
         rec = self.record("stage_end")
         if self.out is not None:  # the learner as it stands at each boundary, for later analysis
@@ -355,17 +376,23 @@ def _summary(rec: dict) -> str:
     return f"{err} {fe}"
 
 
+RUN_FILES = ("config.json", "metrics.jsonl", "result.json", "divergence.json", "curves.png", "last_good.pt",
+             "stage*.pt", "target.pt")
+
+
 def train(cfg: RunConfig, out: str | Path | None = None, **kw) -> dict:
     """Run one configuration; with ``out`` write config.json, metrics.jsonl, result.json, curves.png."""
     out_path = Path(out) if out is not None else None
+    validate(cfg)  # before anything is written
     if out_path is not None:
         out_path.mkdir(parents=True, exist_ok=True)
-        validate(cfg)
+        for stale in RUN_FILES:  # a rerun into the same folder starts clean
+            for f in out_path.glob(stale):
+                f.unlink()
         write_json(out_path / "config.json", to_dict(cfg))
-        mf = out_path / "metrics.jsonl"
-        if mf.exists():
-            mf.unlink()
     run = Run(cfg, out_path, **kw)
+    if out_path is not None:
+        run.target.save(out_path / "target.pt")
     try:
         res = run.run()
     except DivergenceError as e:

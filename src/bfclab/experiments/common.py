@@ -49,15 +49,27 @@ def run_grid(spec: dict, root: Path, workers: int = 2, progress: bool | None = N
     return grid
 
 
-def load_cells(root: Path, spec: dict) -> list[CellRun]:
-    """The finished cells of ``spec`` under ``root`` (missing ones are left out)."""
+def load_cells(root: Path, spec: dict, diverged: bool = False) -> list[CellRun]:
+    """The finished cells of ``spec`` under ``root`` (missing ones are left out); diverged runs
+    only when ``diverged`` (see :func:`diverged_note`)."""
     grid = expand(spec)
     out = []
     for c in grid.cells:
         d = Path(root) / "cells" / c.id
         if (d / "result.json").exists():
-            out.append(CellRun(c.params, d, read_json(d / "result.json")))
+            res = read_json(d / "result.json")
+            if bool(res.get("diverged")) == diverged:
+                out.append(CellRun(c.params, d, res))
     return out
+
+
+def diverged_note(root: Path, spec: dict) -> str:
+    """A sentence naming the runs that diverged (left out of every statistic), or ''."""
+    bad = load_cells(root, spec, diverged=True)
+    if not bad:
+        return ""
+    names = "; ".join(f"{c.params} ({c.result['diverged']})" for c in bad)
+    return f"{len(bad)} run(s) diverged and are left out of the statistics: {names}."
 
 
 def missing(root: Path, spec: dict) -> list[Cell]:

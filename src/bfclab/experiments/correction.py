@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..plots import plot_feature_curves
-from .common import QUICK_BASE, Section, checks_md, err_key, load_cells, spread, stage_value, table
+from .common import QUICK_BASE, Section, diverged_note, checks_md, err_key, load_cells, spread, stage_value, table
 
 NAME = "correction"
 METHODS = ["bfc", "layerwise", "e2e"]
@@ -73,5 +73,6 @@ def summarize(root: Path, figdir: Path, quick: bool = False, task: str = "regres
         "At every stage boundary (median [min, max] over seeds):",
         table(head, rows),
         checks_md(checks),
+        diverged_note(root, spec(quick, task)),
     ])
     return Section(name, md, [fig], checks)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..plots import plot_vs
-from .common import QUICK_BASE, Section, load_cells, med, spread, table
+from .common import QUICK_BASE, Section, diverged_note, load_cells, med, spread, table
 
 NAME = "gap"
 RHOS = [0.05, 0.1, 0.2, 0.3, 0.5, 0.8]
@@ -55,5 +55,6 @@ def summarize(root: Path, figdir: Path, quick: bool = False, command: str = "bfc
         f"seeds {seeds}; cells show median [min, max] test nMSE.",
         f"![gap]({fig.name})",
         table(["rho"] + METHODS + ["layerwise / bfc"], rows),
+        diverged_note(root, spec(quick)),
     ])
     return Section(NAME, md, [fig])

@@ -11,8 +11,7 @@ Every (method, seed) run goes to ``OUT/<method>/seed<k>/`` (``window:1`` -> ``wi
 ``config.json``, ``metrics.jsonl``, ``result.json`` and ``filters.png``; a run whose
 ``result.json`` already holds the same config is kept, not trained again.  The experiment
 directory gets ``experiment.json`` (wall time and machine conditions of the last invocation),
-``summary.md`` and ``summary-<dataset>.png``.  Until the command is wired into ``bfclab``,
-``python -m bfclab.experiments.images ...`` runs it with the same arguments.
+``summary.md`` and ``summary-<dataset>.png``.
 """
 
 from __future__ import annotations
@@ -180,8 +179,7 @@ def markdown(out_dir: str | Path, figdir: str | Path | None = None) -> str:
     found = S.collect(out)
     if not found:
         ds = out.name if out.name in DATASETS else "mnist1d"
-        return (f"No image results under `{out}`: run `bfclab images --dataset {ds} --out {out}` "
-                f"(or `python -m bfclab.experiments.images` with the same arguments).\n")
+        return f"No image results under `{out}`: run `bfclab images --dataset {ds} --out {out}`.\n"
     parts = []
     for dataset, runs in found.items():
         fig, filters = _figures(dataset, runs, out, Path(figdir) if figdir is not None else None)
@@ -237,22 +235,3 @@ def cmd_images(args: argparse.Namespace, extra: list[str]) -> int:
     seeds = parse_seeds(args.seeds)
     print(run_experiment(base, methods, seeds, out))
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m bfclab.experiments.images ...``: the same command before it is wired into the CLI."""
-    from ..cli import _Parser
-
-    parser = _Parser(prog="bfclab")
-    add_subparser(parser.add_subparsers(dest="command", parser_class=_Parser))
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        args, extra = parser.parse_known_args(["images", *argv])
-        return args.func(args, extra)
-    except ConfigError as e:
-        print(f"bfclab: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -66,7 +66,8 @@ def share(e: torch.Tensor, p: torch.Tensor) -> float:
 
 def which_part(run: CellRun, n_eval: int = 20000) -> dict:
     cfg = from_dict(RunConfig, json.loads((run.dir / "config.json").read_text()))
-    target = Target.from_config(cfg.target)
+    saved = run.dir / "target.pt"  # runs store their target; older runs are rebuilt from the config
+    target = Target.load(saved) if saved.exists() else Target.from_config(cfg.target)
     _, _, xt, _ = make_data(target, cfg.data, cfg.seed)
     x = xt[:n_eval].to(torch.float64)
     true = target.level_outputs(x)

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..plots import plot_vs
 from ..target import Target
 from ..config import TargetConfig, apply_mapping
-from .common import QUICK_BASE, Section, conditions, load_cells, med, spread, table
+from .common import QUICK_BASE, Section, conditions, diverged_note, load_cells, med, spread, table
 
 NAME = "sample-complexity"
 DEEP = ["bfc", "layerwise", "e2e"]
@@ -96,6 +96,7 @@ def summarize(root: Path, figdir: Path, quick: bool = False,
         table(["method"] + [f"n = {n}" for n in ns] + [f"smallest n, nMSE <= {THRESHOLD:g}"], rows),
         "Reference levels: " + "; ".join(f"{k} = {v:.3g}" for k, v in refs.items()) + ".",
         conditions(root),
+        diverged_note(root, sp),
     ]
     limit_root = root.parent / "kernel-limit"
     lim = load_cells(limit_root, limit_spec(quick))

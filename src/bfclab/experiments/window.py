@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..plots import plot_vs
-from .common import QUICK_BASE, Section, load_cells, med, spread, table
+from .common import QUICK_BASE, Section, diverged_note, load_cells, med, spread, table
 
 NAME = "window"
 # A deeper target: levels 2..5 (degree 16).  d and k are smaller than the default target's to
@@ -63,11 +63,21 @@ def summarize(root: Path, figdir: Path, quick: bool = False, command: str = "bfc
     verdict = (f"Smallest k whose median nMSE is within 2x of full bfc ({full:.2e}): **k = {smallest}**"
                if smallest is not None else "No window reaches 2x of full bfc.")
     md = "\n\n".join([
-        f"Command: `{command}` (results in `{root}`).  Target: levels 2..{L}, d = {TARGET['d']}, "
-        f"k_l = {TARGET['widths'][0]}, n_train = {N_TRAIN}, otherwise the defaults; seeds 0-2.",
+        f"Command: `{command}` (results in `{root}`).  Target: levels 2..{L}; the runs' config "
+        f"differs from the defaults in {_describe(spec(quick)['base'])}; seeds 0-2.",
         f"![window]({fig.name})",
         table(["k", "method", "test nMSE"] + [f"fe layer {l}" for l in levels], rows),
         verdict,
+        diverged_note(root, spec(quick)),
     ])
     return Section(NAME, md, [fig], [{"check": "smallest k within 2x of bfc", "pass": smallest is not None,
                                        "value": str(smallest)}])
+
+
+def _describe(base: dict) -> str:
+    """'target.L = 5, target.d = 16, ...' from a nested base mapping."""
+    from ..sweep import flatten
+
+    flat: dict = {}
+    flatten("", base, flat)
+    return ", ".join(f"{k} = {v}" for k, v in flat.items())
