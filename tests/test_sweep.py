@@ -136,3 +136,21 @@ def test_stored_results_hold_only_finished_cells():
             cells.add(Path(*parts[: parts.index("cells") + 2]))
     for cell in cells:
         assert (repo / cell / "result.json").exists(), cell
+
+
+def test_changed_default_reruns_a_cell_new_field_does_not(tmp_path):
+    import json
+
+    g = expand({"base": TINY_BASE, "grid": {"method": ["bfc"], "seed": [0]}})
+    run_sweep(g, tmp_path, workers=1, progress=False)
+    cell = g.cells[0]
+    f = tmp_path / "cells" / cell.id / "result.json"
+    res = json.loads(f.read_text())
+    del res["config"]["train"]["lr"]  # a field the stored run did not know yet: still compatible
+    f.write_text(json.dumps(res))
+    assert cell.finished(tmp_path)
+    res["config"]["train"]["momentum"] = 0.5  # a value that differs from today's resolved config
+    f.write_text(json.dumps(res))
+    assert not cell.finished(tmp_path)
+    run_sweep(g, tmp_path, workers=1, progress=False)  # the stale cell is run again
+    assert cell.finished(tmp_path)

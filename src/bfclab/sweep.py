@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Protocol
 
 from .config import ConfigError, RunConfig, apply_mapping, load_file, set_key, to_dict
-from .results import atomic_write_bytes, read_json, write_json
+from .results import atomic_write_bytes, dumps, read_json, write_json
 
 DEEP = ("bfc", "layerwise", "e2e")
 
@@ -80,13 +80,22 @@ class Cell:
 
     @property
     def id(self) -> str:
-        """Readable and unique: key=value parts plus a short hash of the *resolved* config (and
-        baseline options), so that a change of any default gives new cells, never stale ones."""
+        """Readable and unique: key=value parts plus a short hash of what defines the cell (its
+        overrides, the grid's base and the baseline options)."""
         parts = [f"{k.split('.')[-1]}={v}" for k, v in self.overrides]
         slug = "_".join(parts).replace(":", "-").replace("/", "-").replace(" ", "")
-        resolved = json.dumps([to_dict(self.config()), self.baseline], sort_keys=True, default=str)
-        digest = hashlib.sha1(resolved.encode()).hexdigest()[:8]
+        digest = hashlib.sha1(json.dumps([self.overrides, self.base, self.baseline]).encode()).hexdigest()[:8]
         return f"{slug[:80]}_{digest}"
+
+    def finished(self, root: str | Path) -> bool:
+        """True when the cell's result.json exists and was made with a compatible config: every key
+        that both the stored config and today's resolved config have holds the same value.  So a
+        changed default reruns the cell, while a newly added config field does not."""
+        f = Path(root) / "cells" / self.id / "result.json"
+        if not f.exists():
+            return False
+        stored = read_json(f).get("config", {})
+        return compatible(stored, to_dict(self.config()))
 
     def config(self) -> RunConfig:
         """The cell's run config (for a baseline, ``method`` is the baseline's name)."""
@@ -98,6 +107,13 @@ class Cell:
             else:
                 set_key(cfg, k, v)
         return cfg
+
+
+def compatible(a, b) -> bool:
+    """Equal on every key the two nested mappings share (values compared after a JSON round trip)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return all(compatible(a[k], b[k]) for k in a.keys() & b.keys())
+    return dumps(a, indent=None) == dumps(b, indent=None)
 
 
 @dataclass
@@ -173,7 +189,7 @@ def run_cell(cell: Cell, root: str | Path, threads: int = 1) -> str:
     import fcntl
 
     d = Path(root) / "cells" / cell.id
-    if (d / "result.json").exists():
+    if cell.finished(root):
         return str(d)
     lock_dir = Path(root) / ".locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
@@ -182,7 +198,7 @@ def run_cell(cell: Cell, root: str | Path, threads: int = 1) -> str:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise CellBusy(cell.id) from None
-        if (d / "result.json").exists():  # finished while we waited for the lock
+        if cell.finished(root):  # finished while we waited for the lock
             return str(d)
         _run_cell_locked(cell, d, threads)
     return str(d)
@@ -295,7 +311,7 @@ def run_sweep(grid: Grid, root: str | Path, workers: int = 1, progress: bool | N
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     write_json(root / "grid.json", {"name": grid.name, "cells": [c.id for c in grid.cells]})
-    todo = [c for c in grid.cells if not (root / "cells" / c.id / "result.json").exists()]
+    todo = [c for c in grid.cells if not c.finished(root)]
     skipped = len(grid.cells) - len(todo)
     progress = sys.stderr.isatty() if progress is None else progress
     bar = None
@@ -367,11 +383,12 @@ def collect(root: str | Path, grid: Grid | None = None) -> list[dict]:
     """One row per finished cell (of ``grid`` if given, else of every cell directory)."""
     root = Path(root)
     rows = []
-    ids = [c.id for c in grid.cells] if grid is not None else sorted(p.name for p in (root / "cells").glob("*"))
+    if grid is not None:
+        ids = [c.id for c in grid.cells if c.finished(root)]
+    else:
+        ids = sorted(p.parent.name for p in (root / "cells").glob("*/result.json"))
     for cid in ids:
         d = root / "cells" / cid
-        if not (d / "result.json").exists():
-            continue
         res = read_json(d / "result.json")
         ov = read_json(d / "cell.json")["overrides"] if (d / "cell.json").exists() else {}
         rows.append({"cell": cid, **row_of(res, ov)})

@@ -56,7 +56,7 @@ def load_cells(root: Path, spec: dict, diverged: bool = False) -> list[CellRun]:
     out = []
     for c in grid.cells:
         d = Path(root) / "cells" / c.id
-        if (d / "result.json").exists():
+        if c.finished(root):
             res = read_json(d / "result.json")
             if bool(res.get("diverged")) == diverged:
                 out.append(CellRun(c.params, d, res))
@@ -73,7 +73,7 @@ def diverged_note(root: Path, spec: dict) -> str:
 
 
 def missing(root: Path, spec: dict) -> list[Cell]:
-    return [c for c in expand(spec).cells if not (Path(root) / "cells" / c.id / "result.json").exists()]
+    return [c for c in expand(spec).cells if not c.finished(root)]
 
 
 def med(values) -> float:
