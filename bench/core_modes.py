@@ -35,9 +35,7 @@ def cell_results(root: Path, grid, kind: str) -> dict:
 
 def fe(res: dict, stage: int, level: int) -> float:
     """Feature error of ``level`` at the end of ``stage`` (nan for a diverged run)."""
-    if "stage_end" not in res:
-        return float("nan")
-    return res["stage_end"][str(stage)]["feature_error"][str(level)]
+    return res.get("stage_end", {}).get(str(stage), {}).get("feature_error", {}).get(str(level), float("nan"))
 
 
 def _rel(p: Path) -> Path:
@@ -79,7 +77,8 @@ def main() -> int:
         for m in METHODS:
             rs = [res[(kind, m, s)] for s in seeds]
             tests = [r["test_nmse"] for r in rs]  # nan for a diverged run
-            med = statistics.median(tests) if all(t == t for t in tests) else float("nan")
+            ok = [t for t in tests if t == t]
+            med = statistics.median(ok) if ok else float("nan")
             fe2 = [(fe(r, 2, 2), r.get("feature_error", {}).get("2", float("nan"))) for r in rs]
             summary["methods"][f"{kind}/{m}"] = {
                 "test_nmse": tests, "median_test_nmse": med,
@@ -115,6 +114,9 @@ def main() -> int:
     summary["paper_vs_simple_bfc"] = {"paper": pb, "simple": ps}
     lines += ["", f"Checks (default learner: `{default}`):", "", "| check | result | value |", "|---|---|---|"]
     lines += [f"| {c} | {'PASS' if ok else 'FAIL'} | {v} |" for c, ok, v in checks]
+    div = [f"{k} seed {s}: {d}" for k, v in S.items() for s, d in zip(seeds, v["diverged"]) if d]
+    if div:
+        lines += ["", "Diverged runs (nan in the table, left out of the medians): " + "; ".join(div) + "."]
     lines += ["", f"Paper learner (K + wide W, K-W regulariser, SVD warm start) vs simple learner under bfc: "
               f"median test nMSE {pb:.2e} vs {ps:.2e}; the default is the better one "
               f"(`{'paper' if pb < ps else 'simple'}`)."]
