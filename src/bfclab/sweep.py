@@ -12,6 +12,8 @@ A grid file (YAML or JSON) looks like::
     baseline:                  # options of each non-deep method (bfclab.baselines.registry)
       krr-poly: {degree: 8}
 
+``grid`` may also be a list of such mappings: the cells are then the union of their products.
+
 Each cell runs into its own directory ``OUT/cells/<cell id>/``; a cell whose ``result.json``
 exists is finished and skipped, and a cell is only ever finished by the atomic rename of that
 file, so a sweep killed at any point resumes without losing or repeating a cell.  Cells are
@@ -129,48 +131,60 @@ def expand(spec: dict, name: str = "sweep") -> Grid:
     unknown = set(spec) - {"name", "base", "grid", "baseline"}
     if unknown:
         raise ConfigError(f"grid file: unknown section '{sorted(unknown)[0]}'; accepted: name, base, grid, baseline")
-    grid = spec.get("grid") or {}
-    if not isinstance(grid, dict) or not grid:
-        raise ConfigError("grid file: 'grid' must map config keys to lists of values")
+    grids = spec.get("grid") or {}
+    grids = grids if isinstance(grids, list) else [grids]
+    if not grids or not all(isinstance(g, dict) and g for g in grids):
+        raise ConfigError("grid file: 'grid' must map config keys to lists of values (or be a list of such maps)")
     base = spec.get("base") or {}
     baseline = spec.get("baseline") or {}
     probe = RunConfig()
     apply_mapping(probe, base)  # validates the base keys
+    methods = {str(m) for g in grids for m in _as_list(g.get("method", "bfc"))}
+    for bname in baseline:
+        if bname not in methods or is_deep(bname):
+            raise ConfigError(f"grid file: 'baseline.{bname}' names no baseline method of the grid; "
+                              f"the grid's baselines: {', '.join(sorted(m for m in methods if not is_deep(m))) or 'none'}")
+    cells: list[Cell] = []
+    for grid in grids:
+        cells += _product(grid, base, baseline, probe)
+    ids = [c.id for c in cells]
+    if len(set(ids)) != len(ids):
+        raise ConfigError("grid file: the sub-grids list the same cell twice")
+    return Grid(str(spec.get("name", name)), cells)
+
+
+def _as_list(v) -> list:
+    return v if isinstance(v, list) else [v]
+
+
+def _product(grid: dict, base: dict, baseline: dict, probe: RunConfig) -> list[Cell]:
+    """The cells of one cartesian grid, each validated (config keys and values, method names,
+    baseline options)."""
+    from .baselines.registry import resolve_options
+    from .train import validate
+
     keys = sorted(grid)
-    values = []
-    for k in keys:
-        v = grid[k]
-        values.append(v if isinstance(v, list) else [v])
+    values = [_as_list(grid[k]) for k in keys]
     for k, vals in zip(keys, values):
         if len({json.dumps(v, sort_keys=True) for v in vals}) != len(vals):
             raise ConfigError(f"grid key '{k}': a value is listed twice")
-    methods = {str(m) for m in (grid.get("method") or ["bfc"])} if "method" in grid else {"bfc"}
-    for name in baseline:
-        if name not in methods or is_deep(name):
-            raise ConfigError(f"grid file: 'baseline.{name}' names no baseline method of the grid; "
-                              f"the grid's baselines: {', '.join(sorted(m for m in methods if not is_deep(m))) or 'none'}")
     cells = []
     for combo in itertools.product(*values):
         ov = tuple(zip(keys, combo))
         method = str(dict(ov).get("method", "bfc"))
+        check_method(method)
         test = copy.deepcopy(probe)
         for k, v in ov:
-            if k == "method":
-                check_method(str(v))
-                continue
-            set_key(test, k, v)
+            if k != "method":
+                set_key(test, k, v)
         opts = baseline.get(method, {}) if not is_deep(method) else {}
         if is_deep(method):
-            from .train import validate
-
             test.method = method
             validate(test)
         else:
-            from .baselines.registry import resolve_options
-
             resolve_options(method, opts)
         cells.append(Cell(ov, json.dumps(base, sort_keys=True), json.dumps(opts, sort_keys=True)))
-    return Grid(str(spec.get("name", name)), cells)
+    return cells
 
 
 def load_grid(path: str | Path) -> Grid:
