@@ -24,6 +24,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/core_modes.py
+	OMP_NUM_THREADS=1 $(BIN)/python bench/kernel_solver.py
 
 clean:
 	rm -rf $(VENV) runs
