@@ -131,14 +131,18 @@ def plot_vs(panels: list[dict], path: Path, title: str = "") -> None:
     """
     import numpy as np
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
+    many = max(len(p["lines"]) for p in panels) > 6
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels) + (2.5 if many else 0), 3.8),
+                             squeeze=False)
     for ax, p in zip(axes[0], panels):
-        for label, pts in p["lines"].items():
+        colors = plt.cm.tab20(np.linspace(0, 1, 20))[::1] if len(p["lines"]) > 10 else [None] * len(p["lines"])
+        for i, (label, pts) in enumerate(p["lines"].items()):
             xs = sorted(pts)
             med = np.array([np.nanmedian(pts[x]) for x in xs], dtype=float)
             lo = np.array([np.nanmin(pts[x]) for x in xs], dtype=float)
             hi = np.array([np.nanmax(pts[x]) for x in xs], dtype=float)
-            ax.errorbar(xs, med, yerr=[med - lo, hi - med], marker="o", ms=4, capsize=3, label=label)
+            ax.errorbar(xs, med, yerr=[med - lo, hi - med], marker="o", ms=4, capsize=3, label=label,
+                        color=colors[i % len(colors)], ls=(p.get("styles") or {}).get(label, "-"))
         for label, y in (p.get("hlines") or {}).items():
             ax.axhline(y, color="grey", ls=":", lw=1)
             ax.annotate(label, (1.0, y), xycoords=("axes fraction", "data"), fontsize=7, ha="right", va="bottom")
@@ -156,6 +160,9 @@ def plot_vs(panels: list[dict], path: Path, title: str = "") -> None:
         ax.set_xlabel(p["xlabel"])
         ax.set_ylabel(p["ylabel"])
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+        if len(p["lines"]) > 6:
+            ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        else:
+            ax.legend(fontsize=8)
     fig.suptitle(title)
     save(fig, path)

@@ -87,7 +87,7 @@ def summarize(root: Path, figdir: Path, quick: bool = False,
     base_lines = {m: v for m, v in curves.items() if m not in DEEP}
     plot_vs([
         {"lines": {**deep, **base_lines}, "xlabel": "n (training samples)", "ylabel": "test nMSE",
-         "logx": True, "hlines": refs},
+         "logx": True, "hlines": refs, "styles": {m: "--" for m in base_lines}},
     ], fig, title="sample complexity on the default target (median, min..max over seeds)")
     ns = sorted({n for v in curves.values() for n in v})
     rows = [[m] + [spread(curves[m].get(n, [])) for n in ns] + [smallest_n(curves[m])] for m in curves]
