@@ -59,3 +59,22 @@ def test_report_quick_runs_the_whole_chain(tmp_path):
     before = {p: p.stat().st_mtime_ns for p in results.rglob("result.json")}
     assert main(["report", "--quick", "--results", str(results), "--docs", str(docs), "--no-compute"]) == 0
     assert {p: p.stat().st_mtime_ns for p in results.rglob("result.json")} == before
+
+
+def test_how_much_against_hand_computed_changes(tmp_path):
+    from bfclab.experiments.common import CellRun
+    from bfclab.experiments.mechanism import how_much
+
+    K2 = torch.ones(2, 3)
+    K3 = torch.full((2, 5), 2.0)
+    states = {
+        2: {"layers.2.K": K2, "layers.3.K": torch.zeros(2, 5)},
+        3: {"layers.2.K": K2 * 1.5, "layers.3.K": K3},  # level 2 moves by 0.5 of its stage-2 norm
+        4: {"layers.2.K": K2 * 1.5, "layers.3.K": K3 * 0.9},  # level 2 still; level 3 by 0.1
+    }
+    for s, st in states.items():
+        torch.save({"model": st}, tmp_path / f"stage{s}.pt")
+    run = CellRun({}, tmp_path, {"stage_end": {"2": {}, "3": {}, "4": {}}})
+    out = how_much(run)
+    assert abs(out[2][3] - 0.5) < 1e-6 and abs(out[2][4]) < 1e-9
+    assert abs(out[3][4] - 0.1) < 1e-6
