@@ -35,6 +35,14 @@ def cmd_train(args, extra) -> int:
     from .train import train
 
     cfg = build_config(args, extra)
+    if args.print_config:
+        from .config import to_dict
+        from .results import dumps
+
+        print(dumps(to_dict(cfg)))
+        return 0
+    if not args.out:
+        raise ConfigError("bfclab train: the following arguments are required: --out")
     res = train(cfg, args.out, progress=None)
     err = ("test_error", res["test_error"]) if "test_error" in res else ("test_nmse", res["test_nmse"])
     fe = " ".join(f"L{l}={v:.4f}" for l, v in res["feature_error"].items())
@@ -101,13 +109,17 @@ def cmd_report(args, extra) -> int:
 def make_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="bfclab", description="Backward feature correction lab (arXiv 2001.04413)")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
-    t = sub.add_parser("train", help="train one method on one target")
+    overrides = ("Any config key can be overridden as --section.key value (sections: target, data, learner, "
+                 "train), e.g. --train.lr 3e-3 --target.rho 0.2 --learner.kind paper; --print-config shows "
+                 "every key with its resolved value.")
+    t = sub.add_parser("train", help="train one method on one target", epilog=overrides)
     t.add_argument("--method", default=None, help="bfc | layerwise | window:K | e2e (default bfc)")
     t.add_argument("--seed", type=int, default=None)
-    t.add_argument("--out", required=True, help="run directory")
+    t.add_argument("--out", default=None, help="run directory (required unless --print-config)")
     t.add_argument("--config", default=None, help="YAML/JSON file with any subset of the config keys")
+    t.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     t.set_defaults(func=cmd_train)
-    d = sub.add_parser("demo", help="bfc vs layerwise vs e2e on the default target")
+    d = sub.add_parser("demo", help="bfc vs layerwise vs e2e on the default target", epilog=overrides)
     d.add_argument("--seed", type=int, default=None)
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--config", default=None)
