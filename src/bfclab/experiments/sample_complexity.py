@@ -127,4 +127,21 @@ def summarize_limit(root: Path, figdir: Path, quick: bool = False,
         return Section("kernel-limit", f"No results under `{root}`: run `{command}`.")
     rows = [[c.params["method"], c.params["data.n_train"], f"{c.result['test_nmse']:.3e}",
              f"{c.result['seconds']:.0f}"] for c in lim]
-    return Section("kernel-limit", f"Command: `{command}`.\n\n" + table(["kernel", "n", "test nMSE", "seconds"], rows))
+    return Section("kernel-limit", f"Command: `{command}`.  {capacity_note()}\n\n"
+                   + table(["kernel", "n", "test nMSE", "seconds"], rows))
+
+
+def capacity_note() -> str:
+    """The largest n the exact solver's own memory model admits on this machine (float32,
+    polynomial kernel, 90% of total RAM): how close MAX_N is to the limit."""
+    from ..baselines.kernels import Polynomial
+    from ..baselines.krr import GiB, largest_n
+
+    try:
+        with open("/proc/meminfo") as f:
+            total = next(int(l.split()[1]) * 1024 for l in f if l.startswith("MemTotal:"))
+    except (OSError, StopIteration):
+        return ""
+    n = largest_n(0.9 * total, 32, Polynomial(8, 1.0), 4, 2048, 4000)
+    return (f"On this machine ({total / GiB:.1f} GiB) the exact solver's memory model admits at most "
+            f"n = {n} in float32 (90% of the RAM).")
