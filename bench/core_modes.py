@@ -54,9 +54,13 @@ def main() -> int:
     # the paper-learner cells differ only in learner.kind.
     simple = expand({**correction.spec(), "grid": {"method": METHODS, "seed": seeds}})
     paper = expand({"name": "core-paper", "grid": {"method": METHODS, "seed": seeds, "learner.kind": ["paper"]}})
-    roots = {"simple": Path(args.results) / "correction", "paper": Path(args.out)}
+    # ablation of the default's learnable output scales (bfc only)
+    fixed = expand({"name": "core-fixed-scales", "grid": {"method": ["bfc"], "seed": seeds,
+                                                          "learner.learn_scales": [False]}})
+    roots = {"simple": Path(args.results) / "correction", "paper": Path(args.out),
+             "simple, fixed scales": Path(args.results) / "core-fixed-scales"}
     res = {}
-    for kind, grid in (("simple", simple), ("paper", paper)):
+    for kind, grid in (("simple", simple), ("paper", paper), ("simple, fixed scales", fixed)):
         run_sweep(grid, roots[kind], workers=args.workers)
         res.update(cell_results(roots[kind], grid, kind))
 
@@ -66,33 +70,33 @@ def main() -> int:
         "",
         "Produced by `.venv/bin/python bench/core_modes.py` (also `make bench`); raw runs in "
         f"`{_rel(roots['simple'])}` (simple learner, shared with `bfclab experiment correction`) and "
-        f"`{_rel(roots['paper'])}` (paper learner).  Default target: d = 32, levels 2-4, k = 4, "
+        f"`{_rel(roots['paper'])}` (paper learner) and `{_rel(roots['simple, fixed scales'])}` (output scales "
+        "fixed at alpha_l).  Default target: d = 32, levels 2-4, k = 4, "
         "J_l = {l-1, input}, alpha = (1, 0.3, 0.09), n_train = n_test = 20000, target seed 0.  "
         "Same architecture and step budget for every method.",
         "",
         "| learner | method | test nMSE per seed | median | train nMSE (median) | layer-2 fe: end of stage 2 -> end | s/run (median) |",
         "|---|---|---|---|---|---|---|",
     ]
-    for kind in KINDS:
-        for m in METHODS:
-            rs = [res[(kind, m, s)] for s in seeds]
-            tests = [r["test_nmse"] for r in rs]  # nan for a diverged run
-            ok = [t for t in tests if t == t]
-            med = statistics.median(ok) if ok else float("nan")
-            fe2 = [(fe(r, 2, 2), r.get("feature_error", {}).get("2", float("nan"))) for r in rs]
-            summary["methods"][f"{kind}/{m}"] = {
-                "test_nmse": tests, "median_test_nmse": med,
-                "train_nmse": [r["train_nmse"] for r in rs],
-                "fe2_end_stage2": [a for a, _ in fe2], "fe2_final": [b for _, b in fe2],
-                "feature_error_final": [r.get("feature_error") for r in rs],
-                "diverged": [r.get("diverged") for r in rs],
-                "seconds": [r["seconds"] for r in rs],
-            }
-            lines.append(
-                f"| {kind} | {m} | {', '.join(f'{t:.2e}' for t in tests)} | **{med:.2e}** | "
-                f"{statistics.median(r.get('train_nmse', float('nan')) for r in rs):.2e} | "
-                f"{'; '.join(f'{a:.4f} -> {b:.4f}' for a, b in fe2)} | {statistics.median(r['seconds'] for r in rs):.0f} |"
-            )
+    for kind, m in [(k, m) for k in KINDS for m in METHODS] + [("simple, fixed scales", "bfc")]:
+        rs = [res[(kind, m, s)] for s in seeds]
+        tests = [r["test_nmse"] for r in rs]  # nan for a diverged run
+        ok = [t for t in tests if t == t]
+        med = statistics.median(ok) if ok else float("nan")
+        fe2 = [(fe(r, 2, 2), r.get("feature_error", {}).get("2", float("nan"))) for r in rs]
+        summary["methods"][f"{kind}/{m}"] = {
+            "test_nmse": tests, "median_test_nmse": med,
+            "train_nmse": [r["train_nmse"] for r in rs],
+            "fe2_end_stage2": [a for a, _ in fe2], "fe2_final": [b for _, b in fe2],
+            "feature_error_final": [r.get("feature_error") for r in rs],
+            "diverged": [r.get("diverged") for r in rs],
+            "seconds": [r["seconds"] for r in rs],
+        }
+        lines.append(
+            f"| {kind} | {m} | {', '.join(f'{t:.2e}' for t in tests)} | **{med:.2e}** | "
+            f"{statistics.median(r.get('train_nmse', float('nan')) for r in rs):.2e} | "
+            f"{'; '.join(f'{a:.4f} -> {b:.4f}' for a, b in fe2)} | {statistics.median(r['seconds'] for r in rs):.0f} |"
+        )
 
     default = "simple"  # the learner the config defaults to (see docs/DESIGN.md)
     S = summary["methods"]
@@ -117,6 +121,9 @@ def main() -> int:
     div = [f"{k} seed {s}: {d}" for k, v in S.items() for s, d in zip(seeds, v["diverged"]) if d]
     if div:
         lines += ["", "Diverged runs (nan in the table, left out of the medians): " + "; ".join(div) + "."]
+    fs = S["simple, fixed scales/bfc"]["median_test_nmse"]
+    lines += ["", f"Learnable output scales (the default) vs scales fixed at alpha_l, simple learner under bfc: "
+              f"median test nMSE {ps:.2e} vs {fs:.2e}."]
     lines += ["", f"Paper learner (K + wide W, K-W regulariser, SVD warm start) vs simple learner under bfc: "
               f"median test nMSE {pb:.2e} vs {ps:.2e}; the default is the better one "
               f"(`{'paper' if pb < ps else 'simple'}`)."]
