@@ -12,7 +12,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -85,8 +85,3 @@ def read_jsonl(path: Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return out
-
-
-def write_jsonl(path: Path, records: Iterable[dict]) -> None:
-    text = "".join(dumps(r, indent=None) + "\n" for r in records)
-    atomic_write_bytes(Path(path), text.encode())

@@ -38,7 +38,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Protocol
 
 from .config import ConfigError, RunConfig, apply_mapping, load_file, set_key, to_dict
 from .results import atomic_write_bytes, dumps, read_json, write_json
@@ -421,22 +421,3 @@ def write_table(rows: list[dict], path: Path) -> None:
     for r in rows:
         w.writerow(r)
     atomic_write_bytes(Path(path), buf.getvalue().encode())
-
-
-def read_table(path: Path) -> list[dict]:
-    with open(path) as f:
-        return [dict(r) for r in csv.DictReader(f)]
-
-
-def numeric(v) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return float("nan")
-
-
-def group(rows: Iterable[dict], keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
-    out: dict[tuple, list[dict]] = {}
-    for r in rows:
-        out.setdefault(tuple(str(r.get(k)) for k in keys), []).append(r)
-    return out

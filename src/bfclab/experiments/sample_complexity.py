@@ -109,7 +109,7 @@ def summarize(root: Path, figdir: Path, quick: bool = False,
         lrows = [[c.params["method"], c.params["data.n_train"], f"{c.result['test_nmse']:.3e}",
                   f"{c.result['seconds']:.0f}"] for c in lim]
         parts += [
-            f"Kernels at the largest n measured on this machine (`bfclab experiment kernel-limit`, float32, seed 0):",
+            "Kernels at the largest n measured on this machine (`bfclab experiment kernel-limit`, float32, seed 0):",
             table(["kernel", "n", "test nMSE", "seconds"], lrows),
             f"Best kernel: `{best.params['method']}` at n = {best.params['data.n_train']}: test nMSE "
             f"{best.result['test_nmse']:.3e}; `bfc` at n = {max(ns)}: median {med(bfc_top):.3e}.",
