@@ -9,7 +9,6 @@ computes them).  Every table and figure is derived from the stored files, never 
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 from .experiments import registry
@@ -40,7 +39,6 @@ def build(results: Path, docs: Path, quick: bool = False, compute: bool = True, 
     figdir = docs / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
     sections: list[Section] = []
-    t0 = time.time()
     for name, exp in registry().items():
         root = results / name
         todo = missing(root, exp.spec(quick))
@@ -63,7 +61,6 @@ def build(results: Path, docs: Path, quick: bool = False, compute: bool = True, 
     ]
     for s in sections:
         lines += [f"## {s.title}", "", _relink(s.markdown, figdir, docs), ""]
-    lines.append(f"_Report built in {time.time() - t0:.0f} s._")
     out = docs / "RESULTS.md"
     atomic_write_bytes(out, ("\n".join(lines) + "\n").encode())
     return out
