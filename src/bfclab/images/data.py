@@ -15,7 +15,6 @@ training set's mean and standard deviation.
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigError
+from ..safe_pickle import UnsafePickleError, load_data_pickle
 from .config import ImageDataConfig
 
 CIFAR_FILES = {
@@ -88,23 +88,31 @@ def _read_pickle(path: Path, label_key: bytes, num_classes: int) -> tuple[np.nda
     """One CIFAR pickle file -> (uint8 N x 3 x 32 x 32, int64 N); one-line errors."""
     if not path.is_file():
         raise ConfigError(f"data.data_dir: CIFAR file '{path}' not found")
-    try:
-        with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="bytes")
-    except Exception as e:  # pickle raises many kinds of error on a corrupt file
+    try:  # never pickle.load: a crafted file could run code (bfclab.safe_pickle)
+        obj = load_data_pickle(path, encoding="bytes")
+    except UnsafePickleError as e:
+        raise ConfigError(f"data.data_dir: '{path}' is not a CIFAR python pickle and was not loaded: {e}") from None
+    except Exception as e:  # the unpickler raises many kinds of error on a corrupt file
         raise ConfigError(f"data.data_dir: '{path}' is not a CIFAR python pickle ({type(e).__name__})") from None
     if not isinstance(obj, dict):
         raise ConfigError(f"data.data_dir: '{path}' holds a {type(obj).__name__}, expected a dict")
     for key in (b"data", label_key):
         if key not in obj:
             raise ConfigError(f"data.data_dir: '{path}' has no field {key!r}")
-    data = np.asarray(obj[b"data"])
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise ConfigError(f"data.data_dir: field b'data' in '{path}' must be uint8 N x 3072, "
-                          f"got {data.dtype} {tuple(data.shape)}")
+    data = obj[b"data"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        got = f"{data.dtype} {tuple(data.shape)}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise ConfigError(f"data.data_dir: field b'data' in '{path}' must be a uint8 N x 3072 array, got {got}")
+    lab = obj[label_key]
+    if isinstance(lab, np.ndarray):
+        ints = lab.dtype.kind in "iu"
+    else:
+        ints = isinstance(lab, (list, tuple)) and all(type(v) is int or isinstance(v, np.integer) for v in lab)
+    if not ints:
+        raise ConfigError(f"data.data_dir: field {label_key!r} in '{path}' is not a list of integers")
     try:
-        labels = np.asarray(obj[label_key], dtype=np.int64)
-    except (TypeError, ValueError):
+        labels = np.asarray(lab, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"data.data_dir: field {label_key!r} in '{path}' is not a list of integers") from None
     if labels.shape != (data.shape[0],):
         raise ConfigError(f"data.data_dir: field {label_key!r} in '{path}' has {labels.size} entries "
