@@ -18,6 +18,7 @@ from bfclab.baselines.tiled import TiledSymmetric
 from bfclab.config import ConfigError, DataConfig, TargetConfig
 from bfclab.target import Target
 from bfclab.train import make_data
+from conftest import assert_within, cholesky_residual_bound, matmul_bound
 
 F64 = torch.float64
 
@@ -80,20 +81,57 @@ def test_in_place_cholesky_reads_only_the_lower_triangle():
     assert torch.allclose(sol, torch.linalg.solve(K + 0.1 * torch.eye(120, dtype=F64), y), rtol=1e-8)
 
 
+def _cholesky_forward_bound(A: torch.Tensor, residual_bounds: list[torch.Tensor], scale: float) -> float:
+    """Normwise bound on the distance between the exact answer and each computed one, summed over
+    them: a computed result that is exact for A + dA, |dA| <= E (entrywise), lies within
+    c kappa eta / (1 - kappa eta) * scale of the exact one, eta = ||E||_F / ||A||_2, kappa = kappa_2(A)
+    (Cholesky factor: c = 2^-1/2, scale = ||L||_2, Higham Thm 10.8; solve: c = 1, scale = ||x||_2,
+    Thm 7.2)."""
+    ev = torch.linalg.eigvalsh(A)
+    kappa, norm = float(ev[-1] / ev[0]), float(ev[-1])
+    total = 0.0
+    for E in residual_bounds:
+        eta = float(E.norm()) / norm
+        assert kappa * eta < 0.5
+        total += kappa * eta / (1 - kappa * eta) * scale
+    return total
+
+
 @pytest.mark.parametrize("n,tile", [(37, 8), (16, 16), (5, 64)])
 def test_tiled_cholesky_matches_dense(n, tile):
     """Blocked lower storage (ragged last block included): the matrix, its factor, the solve."""
     g = torch.Generator().manual_seed(n)
     B = torch.randn(n, n, generator=g, dtype=F64)
     A = B @ B.T / n + 0.5 * torch.eye(n, dtype=F64)
+    # B @ B.T is symmetric only up to round-off (BLAS kernels, AVX-512 ones among them, may sum a_ij
+    # and a_ji in different orders).  TiledSymmetric keeps the lower triangle only, so the matrix it
+    # stands for is the symmetrised one, which is symmetric bit for bit (fl(a + b) = fl(b + a)).
+    A = (A + A.T) / 2
     rhs = torch.randn(n, 3, generator=g, dtype=F64)
     T = TiledSymmetric(n, tile, F64).fill_(lambda r0, r1, c0, c1: A[r0:r1, c0:c1])
     assert T.nbytes == TiledSymmetric.numel(n, tile) * 8 <= (n * n + n * tile) // 2 * 8
-    assert torch.equal(T.to_dense(), A)
+    assert torch.equal(T.to_dense(), A)  # fill_ and to_dense only copy entries: exact
     assert T.cholesky_()
-    assert torch.allclose(T.to_dense(), torch.linalg.cholesky(A), atol=1e-12)
-    assert torch.allclose(T.solve(rhs), torch.linalg.solve(A, rhs), atol=1e-10)
-    assert torch.allclose(T.solve(rhs[:, 0]), torch.linalg.solve(A, rhs[:, 0]), atol=1e-10)
+    L = T.to_dense()
+    assert torch.equal(L, L.tril()) and bool((L.diagonal() > 0).all())
+    # backward error of the tiled factor, entrywise (Higham Thm 10.3), plus the round-off of L @ L.T here
+    assert_within(L @ L.T, A, cholesky_residual_bound(L) + matmul_bound(L, L.T), "L L^T vs A")
+    # forward: LAPACK's factor and the tiled one are each exact for a nearby matrix
+    ref = torch.linalg.cholesky(A)
+    bound = _cholesky_forward_bound(A, [cholesky_residual_bound(M) for M in (L, ref)],
+                                    2**-0.5 * float(torch.linalg.matrix_norm(ref, 2)))
+    assert float((L - ref).norm()) <= bound, (float((L - ref).norm()), bound)
+    # the solve: backward error |A x - b| <= gamma_{3n+1} |L||L^T| |x| (Thm 10.4) plus A @ x's round-off
+    for b in (rhs, rhs[:, 0]):
+        x = T.solve(b)
+        assert x.shape == b.shape
+        xm, bm = x.reshape(n, -1), b.reshape(n, -1)
+        assert_within(A @ xm, bm, cholesky_residual_bound(L, 2 * n + 1) @ xm.abs() + matmul_bound(A, xm), "A x vs b")
+        ref_x = torch.cholesky_solve(bm, ref)
+        for j in range(bm.shape[1]):
+            bound = _cholesky_forward_bound(A, [cholesky_residual_bound(M, 2 * n + 1) for M in (L, ref)],
+                                            float(ref_x[:, j].norm()))
+            assert float((xm[:, j] - ref_x[:, j]).norm()) <= bound
     indefinite = TiledSymmetric(n, tile, F64).fill_(lambda r0, r1, c0, c1: (A - 2 * torch.eye(n, dtype=F64))[r0:r1, c0:c1])
     assert not indefinite.cholesky_()
 
@@ -218,9 +256,31 @@ def test_forty_thousand_points_in_float32_fit_in_24_gb():
     assert largest_n(0.9 * 24e9, 32, kern, 4, 2048, 4000) > 40_000
 
 
-def test_available_memory_reads_meminfo():
+def test_available_memory_reads_meminfo(monkeypatch):
+    """MemAvailable (kB) of /proc/meminfo in bytes; sysconf without the file; None where nothing tells."""
+    import io
+
+    meminfo = "MemTotal:       16318412 kB\nMemFree:          871236 kB\nMemAvailable:    9876543 kB\n"
+    monkeypatch.setattr(krr_mod, "open", lambda *a, **k: io.StringIO(meminfo), raising=False)
+    assert krr_mod.available_memory("cpu") == 9876543 * 1024
+
+    def no_proc(*a, **k):
+        raise OSError("no /proc")
+
+    monkeypatch.setattr(krr_mod, "open", no_proc, raising=False)
+    monkeypatch.setattr(krr_mod.os, "sysconf", {"SC_AVPHYS_PAGES": 1000, "SC_PAGE_SIZE": 4096}.__getitem__)
+    assert krr_mod.available_memory("cpu") == 1000 * 4096
+    monkeypatch.setattr(krr_mod.os, "sysconf", lambda name: (_ for _ in ()).throw(ValueError(name)))
+    assert krr_mod.available_memory("cpu") is None
+    assert krr_mod.available_memory("meta") is None
+    monkeypatch.undo()
+    # this machine: a positive number of bytes, no more than the memory it has
+    try:
+        total = next(int(line.split()[1]) * 1024 for line in open("/proc/meminfo") if line.startswith("MemTotal:"))
+    except OSError:
+        pytest.skip("no /proc/meminfo on this machine")
     avail = krr_mod.available_memory("cpu")
-    assert avail is None or avail > 0
+    assert isinstance(avail, int) and 0 < avail <= total
 
 
 # ---- registry ------------------------------------------------------------------------------------
