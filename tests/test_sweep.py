@@ -138,7 +138,7 @@ def test_stored_results_hold_only_finished_cells():
         assert (repo / cell / "result.json").exists(), cell
 
 
-def test_changed_default_reruns_a_cell_new_field_does_not(tmp_path):
+def test_changed_default_stops_the_sweep_new_field_does_not(tmp_path):
     import json
 
     g = expand({"base": TINY_BASE, "grid": {"method": ["bfc"], "seed": [0]}})
@@ -152,5 +152,11 @@ def test_changed_default_reruns_a_cell_new_field_does_not(tmp_path):
     res["config"]["train"]["momentum"] = 0.5  # a value that differs from today's resolved config
     f.write_text(json.dumps(res))
     assert not cell.finished(tmp_path)
-    run_sweep(g, tmp_path, workers=1, progress=False)  # the stale cell is run again
+    before = f.read_bytes()
+    with pytest.raises(ConfigError) as e:  # never replaced silently
+        run_sweep(g, tmp_path, workers=1, progress=False)
+    msg = str(e.value)
+    assert "\n" not in msg and "--overwrite" in msg and "train.momentum" in msg and cell.id in msg
+    assert f.read_bytes() == before
+    run_sweep(g, tmp_path, workers=1, progress=False, overwrite=True)  # the stale cell is run again
     assert cell.finished(tmp_path)

@@ -104,15 +104,15 @@ def test_bfc_learns_the_tiny_target_better_than_layerwise(tiny):
     assert res["bfc"]["feature_error"][2] < res["bfc"]["stage_end"][2]["feature_error"][2]
 
 
-def test_rerun_into_the_same_folder_starts_clean(tiny, tmp_path):
+def test_overwrite_into_the_same_folder_starts_clean(tiny, tmp_path):
     out = tmp_path / "r"
     train(tiny(), out)
     assert (out / "result.json").exists() and (out / "target.pt").exists()
     with pytest.raises(DivergenceError):
-        train(tiny(**{"train.lr": 1e8, "train.clip": 0.0, "train.optimizer": "sgd"}), out)
+        train(tiny(**{"train.lr": 1e8, "train.clip": 0.0, "train.optimizer": "sgd"}), out, overwrite=True)
     assert not (out / "result.json").exists()  # the old result does not sit beside the new config
     assert (out / "divergence.json").exists()
-    train(tiny(), out)
+    train(tiny(), out, overwrite=True)
     assert (out / "result.json").exists() and not (out / "divergence.json").exists()
 
 

@@ -14,9 +14,12 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{self.prog}: {message}")
 
 
-def build_config(args: argparse.Namespace, extra: list[str]) -> RunConfig:
-    """Defaults < --config FILE < --method/--seed < --key value overrides."""
+def build_config(args: argparse.Namespace, extra: list[str], base: dict | None = None) -> RunConfig:
+    """Defaults < ``base`` (a stored config.json, for --resume) < --config FILE < --method/--seed
+    < --key value overrides."""
     cfg = RunConfig()
+    if base is not None:
+        apply_mapping(cfg, base)
     if getattr(args, "config", None):
         apply_mapping(cfg, load_file(args.config))
     if getattr(args, "method", None) is not None:
@@ -32,9 +35,12 @@ def build_config(args: argparse.Namespace, extra: list[str]) -> RunConfig:
 
 
 def cmd_train(args, extra) -> int:
-    from .train import train
+    from .train import read_stored_config, train
 
-    cfg = build_config(args, extra)
+    base = None
+    if args.resume and args.out and (Path(args.out) / "config.json").is_file():
+        base = read_stored_config(Path(args.out))  # --resume alone continues the stored config
+    cfg = build_config(args, extra, base)
     if args.print_config:
         from .config import to_dict
         from .results import dumps
@@ -43,7 +49,7 @@ def cmd_train(args, extra) -> int:
         return 0
     if not args.out:
         raise ConfigError("bfclab train: the following arguments are required: --out")
-    res = train(cfg, args.out, progress=None)
+    res = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=None)
     err = ("test_error", res["test_error"]) if "test_error" in res else ("test_nmse", res["test_nmse"])
     fe = " ".join(f"L{l}={v:.4f}" for l, v in res["feature_error"].items())
     print(f"{cfg.method} seed {cfg.seed}: {err[0]} {err[1]:.3e}; feature error {fe}; "
@@ -55,7 +61,7 @@ def cmd_demo(args, extra) -> int:
     from .experiments import demo
 
     cfg = build_config(args, extra)
-    results = demo.run(cfg, Path(args.out))
+    results = demo.run(cfg, Path(args.out), overwrite=args.overwrite)
     print(demo.table(results))
     print(f"\nfigure: {Path(args.out) / 'demo.png'}; runs in {args.out}/<method>/")
     return 0
@@ -69,7 +75,7 @@ def cmd_sweep(args, extra) -> int:
     if args.workers < 1:
         raise ConfigError(f"--workers: must be >= 1, got {args.workers}")
     grid = load_grid(args.grid)
-    rows = run_sweep(grid, Path(args.out), workers=args.workers)
+    rows = run_sweep(grid, Path(args.out), workers=args.workers, overwrite=args.overwrite)
     print(f"{len(rows)}/{len(grid.cells)} cells finished; table: {Path(args.out) / 'table.csv'}")
     return 0 if len(rows) == len(grid.cells) else 1
 
@@ -84,7 +90,7 @@ def cmd_experiment(args, extra) -> int:
     if args.name not in exps:
         raise ConfigError(f"experiment '{args.name}': unknown; accepted: {', '.join(exps)}")
     results = Path(args.results or ("runs/quick" if args.quick else "results"))
-    section = run_experiment(args.name, results, args.quick, args.workers)
+    section = run_experiment(args.name, results, args.quick, args.workers, overwrite=args.overwrite)
     from .results import atomic_write_bytes
 
     out = results / args.name / "summary.md"
@@ -101,7 +107,8 @@ def cmd_report(args, extra) -> int:
         raise ConfigError(f"unexpected argument '{extra[0]}' for report")
     results = Path(args.results or ("runs/quick" if args.quick else "results"))
     docs = Path(args.docs or (results / "docs" if args.quick else "docs"))
-    out = build(results, docs, quick=args.quick, compute=not args.no_compute, workers=args.workers)
+    out = build(results, docs, quick=args.quick, compute=not args.no_compute, workers=args.workers,
+                overwrite=args.overwrite)
     print(f"wrote {out}")
     return 0
 
@@ -118,22 +125,29 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=None, help="run directory (required unless --print-config)")
     t.add_argument("--config", default=None, help="YAML/JSON file with any subset of the config keys")
     t.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint (its stored config; any key given "
+                        "must agree with it); a finished run is reported, an empty folder starts afresh")
+    t.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     t.set_defaults(func=cmd_train)
     d = sub.add_parser("demo", help="bfc vs layerwise vs e2e on the default target", epilog=overrides)
     d.add_argument("--seed", type=int, default=None)
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--config", default=None)
+    d.add_argument("--overwrite", action="store_true", help="train again instead of reusing finished runs")
     d.set_defaults(func=cmd_demo)
     w = sub.add_parser("sweep", help="run a declarative grid (resumable) into one table")
     w.add_argument("grid", help="YAML/JSON grid file (see bfclab.sweep)")
     w.add_argument("--out", required=True, help="sweep directory (cells/, table.csv)")
     w.add_argument("--workers", type=int, default=1, help="parallel worker processes")
+    w.add_argument("--overwrite", action="store_true", help="replace results of a different config instead of stopping")
     w.set_defaults(func=cmd_sweep)
     e = sub.add_parser("experiment", help="run one named experiment (resumable) and summarise it")
     e.add_argument("name", help="correction | window | gap | classification | kernel-limit | sample-complexity")
     e.add_argument("--quick", action="store_true", help="tiny grid (seconds to minutes), into runs/quick")
     e.add_argument("--results", default=None, help="results folder (default results/, or runs/quick)")
     e.add_argument("--workers", type=int, default=2)
+    e.add_argument("--overwrite", action="store_true", help="replace results of a different config instead of stopping")
     e.set_defaults(func=cmd_experiment)
     from .experiments import images
 
@@ -144,6 +158,7 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--docs", default=None, help="output folder (default docs/, or <results>/docs)")
     r.add_argument("--no-compute", action="store_true", help="name missing results instead of computing them")
     r.add_argument("--workers", type=int, default=2)
+    r.add_argument("--overwrite", action="store_true", help="replace results of a different config instead of stopping")
     r.set_defaults(func=cmd_report)
     return p
 
@@ -159,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args, extra)
     except ConfigError as e:
         print(f"bfclab: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # unwritable path, full disk, ...: name the file, keep what was written
+        where = f"'{e.filename}': " if getattr(e, "filename", None) else ""
+        print(f"bfclab: error: {where}{e.strerror or e}; files written before are intact", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bfclab: interrupted; files written so far are complete", file=sys.stderr)

@@ -84,7 +84,8 @@ class LearnerConfig:
 @dataclass
 class TrainConfig:
     """Stage-wise optimisation (PAPER_NOTES §4).  ``steps_per_stage`` x (L-1) is the budget of
-    every method; ``e2e`` spends it in one stage."""
+    every method; ``e2e`` spends it in one stage.  ``checkpoint_every``: steps between the full
+    checkpoints a run with an output folder writes for ``--resume`` (0 = four per stage)."""
 
     steps_per_stage: int = 8000
     batch_size: int = 512
@@ -101,6 +102,7 @@ class TrainConfig:
     warm_start: bool = True
     warm_start_frac: float = 1.0
     log_every: int = 250
+    checkpoint_every: int = 0
     diverge_factor: float = 1e4
     device: str = "cpu"
 
@@ -169,6 +171,25 @@ def _coerce(value: Any, typ: Any, name: str) -> Any:
             raise ConfigError(f"config key '{name}': expected a list, got {value!r}")
         return value
     return value
+
+
+def check_finite(cfg: Any, allow_inf: tuple[str, ...] = ()) -> None:
+    """Every number in the config (lists included) is finite; ``allow_inf`` names the keys where
+    +inf has a meaning (e.g. ``learner.B``: no truncation).  NaN is never accepted."""
+
+    def walk(obj: Any, key: str) -> None:
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(obj, (list, tuple)):
+            for v in obj:
+                walk(v, key)
+        elif isinstance(obj, float) and not math.isfinite(obj):
+            if not (obj == math.inf and key in allow_inf):
+                ok = "a finite number or inf" if key in allow_inf else "a finite number"
+                raise ConfigError(f"config key '{key}': must be {ok}, got {obj}")
+
+    walk(to_dict(cfg), "")
 
 
 def _parse_literal(text: str) -> Any:

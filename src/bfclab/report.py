@@ -20,19 +20,22 @@ def experiment_command(name: str, quick: bool) -> str:
     return f"bfclab experiment {name}" + (" --quick" if quick else "")
 
 
-def run_experiment(name: str, results: Path, quick: bool, workers: int, figdir: Path | None = None) -> Section:
-    """Compute the missing cells of one experiment, then summarise it."""
+def run_experiment(name: str, results: Path, quick: bool, workers: int, figdir: Path | None = None,
+                   overwrite: bool = False) -> Section:
+    """Compute the missing cells of one experiment, then summarise it (``overwrite``: replace
+    cells that hold results of a different config instead of stopping)."""
     exp = registry()[name]
     root = results / name
     spec = exp.spec(quick)
     if missing(root, spec):
-        run_grid(spec, root, workers=exp.workers or workers, threads=exp.threads)
+        run_grid(spec, root, workers=exp.workers or workers, threads=exp.threads, overwrite=overwrite)
     figdir = figdir or root
     figdir.mkdir(parents=True, exist_ok=True)
     return exp.summarize(root, figdir, quick=quick, command=experiment_command(name, quick))
 
 
-def build(results: Path, docs: Path, quick: bool = False, compute: bool = True, workers: int = 2) -> Path:
+def build(results: Path, docs: Path, quick: bool = False, compute: bool = True, workers: int = 2,
+          overwrite: bool = False) -> Path:
     """Write ``docs/RESULTS.md`` (+ ``docs/figures/*.png``) from the results folder."""
     from .experiments import mechanism
 
@@ -47,7 +50,7 @@ def build(results: Path, docs: Path, quick: bool = False, compute: bool = True, 
                                           f"`{experiment_command(name, quick)}` (or `bfclab report` without "
                                           f"`--no-compute`)."))
             continue
-        sections.append(run_experiment(name, results, quick, workers, figdir))
+        sections.append(run_experiment(name, results, quick, workers, figdir, overwrite=overwrite))
         if name == "correction":
             sections.append(mechanism.summarize(root, figdir, quick=quick,
                                                 command=experiment_command(name, quick)))

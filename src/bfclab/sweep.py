@@ -91,13 +91,22 @@ class Cell:
 
     def finished(self, root: str | Path) -> bool:
         """True when the cell's result.json exists and was made with a compatible config: every key
-        that both the stored config and today's resolved config have holds the same value.  So a
-        changed default reruns the cell, while a newly added config field does not."""
+        that both the stored config and today's resolved config have holds the same value (a
+        newly added config field does not make a stored result stale)."""
         f = Path(root) / "cells" / self.id / "result.json"
         if not f.exists():
             return False
-        stored = read_json(f).get("config", {})
-        return compatible(stored, to_dict(self.config()))
+        return compatible(_stored_config(f), to_dict(self.config()))
+
+    def conflict(self, root: str | Path) -> str | None:
+        """When the cell's folder holds a result of a different config (say, a default changed
+        since it ran): the first key that differs, as text; else None."""
+        f = Path(root) / "cells" / self.id / "result.json"
+        if not f.exists():
+            return None
+        stored, now = _stored_config(f), json.loads(dumps(to_dict(self.config())))
+        diff = _shared_difference(stored, now)
+        return None if diff is None else f"{self.id}: key {diff[0]} is {diff[1]!r} there, {diff[2]!r} now"
 
     def config(self) -> RunConfig:
         """The cell's run config (for a baseline, ``method`` is the baseline's name)."""
@@ -109,6 +118,31 @@ class Cell:
             else:
                 set_key(cfg, k, v)
         return cfg
+
+
+def _stored_config(f: Path) -> dict:
+    """The config stored in a cell's result.json (one-line error when the file is damaged)."""
+    try:
+        res = read_json(f)
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"result file '{f}': unreadable ({type(e).__name__}); delete the cell's folder "
+                          f"or run with --overwrite") from None
+    cfg = res.get("config", {}) if isinstance(res, dict) else None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"result file '{f}': field 'config' must be a mapping; delete the cell's folder "
+                          f"or run with --overwrite")
+    return cfg
+
+
+def _shared_difference(a, b, key: str = ""):
+    """The first key shared by two nested mappings whose values differ: (key, a's, b's) or None."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in a.keys() & b.keys():
+            diff = _shared_difference(a[k], b[k], f"{key}.{k}" if key else k)
+            if diff:
+                return diff
+        return None
+    return None if dumps(a, indent=None) == dumps(b, indent=None) else (key, a, b)
 
 
 def compatible(a, b) -> bool:
@@ -197,7 +231,8 @@ def load_grid(path: str | Path) -> Grid:
 def run_cell(cell: Cell, root: str | Path, threads: int = 1) -> str:
     """Run one cell into ``root/cells/<id>`` unless it is finished; return its directory.
 
-    Idempotent: a leftover directory without ``result.json`` (a killed run) is cleared first.
+    Idempotent: a leftover directory without ``result.json`` (a killed run) continues from its
+    checkpoint when it has a valid one for this config, and is cleared and rerun otherwise.
     ``threads``: torch threads for this cell (1 when cells run side by side).
     """
     import fcntl
@@ -225,19 +260,26 @@ class CellBusy(RuntimeError):
 def _run_cell_locked(cell: Cell, d: Path, threads: int) -> None:
     import torch
 
+    from .train import CHECKPOINT, DivergenceError, load_checkpoint, train
+
     if threads > 0:
         torch.set_num_threads(int(threads))
-    if d.exists():
+    cfg = cell.config()
+    resume = False
+    if is_deep(cell.method) and (d / CHECKPOINT).exists() and not (d / "result.json").exists():
+        try:  # a killed cell: continue it where its checkpoint stands
+            load_checkpoint(d / CHECKPOINT, cfg)
+            resume = True
+        except ConfigError:  # damaged, or made for another config: start the cell again
+            resume = False
+    if d.exists() and not resume:
         shutil.rmtree(d)
-    d.mkdir(parents=True)
+    d.mkdir(parents=True, exist_ok=True)
     write_json(d / "cell.json", {"overrides": dict(cell.overrides), "base": json.loads(cell.base),
                                  "baseline": json.loads(cell.baseline)})
-    cfg = cell.config()
     if is_deep(cell.method):
-        from .train import DivergenceError, train
-
         try:
-            train(cfg, d, progress=False, log=lambda s: None)
+            train(cfg, d, resume=resume, progress=False, log=lambda s: None)
         except DivergenceError as e:  # a diverged cell is a result too, recorded as such
             write_json(d / "result.json", diverged_result(cfg, str(e)))
     else:
@@ -319,11 +361,22 @@ class ProcessExecutor:
 
 
 def run_sweep(grid: Grid, root: str | Path, workers: int = 1, progress: bool | None = None,
-              threads: int = 1) -> list[dict]:
+              threads: int = 1, overwrite: bool = False) -> list[dict]:
     """Run every unfinished cell of ``grid`` into ``root`` (``threads`` torch threads per cell);
-    return the collected rows."""
+    return the collected rows.
+
+    A cell whose folder holds the result of a different config is never replaced silently: the
+    sweep stops before running anything, naming the cell and the key, unless ``overwrite``.
+    """
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    conflicts = [c for c in (cell.conflict(root) for cell in grid.cells) if c]
+    if conflicts and not overwrite:
+        raise ConfigError(f"sweep folder '{root}': {len(conflicts)} cell(s) hold results of a different config "
+                          f"(first: {conflicts[0]}); use --overwrite to replace them")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out '{root}': cannot create the sweep folder ({e.strerror or type(e).__name__})") from None
     write_json(root / "grid.json", {"name": grid.name, "cells": [c.id for c in grid.cells]})
     todo = [c for c in grid.cells if not c.finished(root)]
     skipped = len(grid.cells) - len(todo)

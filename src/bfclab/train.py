@@ -17,7 +17,9 @@ the K-W consistency term ties them.  Each stage gets a fresh optimiser and learn
 from __future__ import annotations
 
 import io
+import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -27,14 +29,16 @@ from typing import Callable
 import torch
 
 from . import metrics as M
-from .config import ConfigError, DataConfig, RunConfig, to_dict
+from .config import ConfigError, DataConfig, RunConfig, check_finite, to_dict
 from .learner import Learner
 from .learner import validate as validate_learner
-from .results import append_jsonl, atomic_write_bytes, write_json
+from .results import append_jsonl, atomic_write_bytes, dumps, read_json, write_json
 from .target import Target
 from .target import validate as validate_target
 
 METHODS = "bfc, layerwise, window:K (K >= 0), e2e"
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_FORMAT = "bfclab-checkpoint-1"
 
 
 class DivergenceError(RuntimeError):
@@ -87,6 +91,7 @@ def resolve_device(name: str) -> torch.device:
 def validate(cfg: RunConfig) -> Method:
     """Check the whole run config before anything is written (one-line ConfigError)."""
     method = parse_method(cfg.method)
+    check_finite(cfg, allow_inf=("learner.B",))
     validate_target(cfg.target)
     validate_learner(cfg.learner)
     resolve_device(cfg.train.device)
@@ -254,34 +259,84 @@ class Run:
             return torch.optim.Adam(params, lr=t.lr)
         return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum)
 
-    def run(self) -> dict:
+    def run(self, resume: dict | None = None) -> dict:
+        """Train every stage (from a :meth:`checkpoint` state when ``resume`` is given); return
+        the result.  A resumed run continues bit for bit where the checkpoint was taken."""
         t, m = self.cfg.train, self.model
         t0 = time.time()
+        position, opt_state, done = (0, 0), None, 0.0
+        if resume is not None:
+            position, opt_state, done = self._restore(resume)
         bar = None
         total = t.steps_per_stage * len(m.levels)
         if self.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=total, desc=self.cfg.method, leave=False, dynamic_ncols=True)
+            bar = tqdm(total=total, initial=self.step, desc=self.cfg.method, leave=False, dynamic_ncols=True)
         boundaries = {t.steps_per_stage * (i + 1): l for i, l in enumerate(m.levels)}
         try:
-            for stage, new_levels, steps in self.stages():
-                self._run_stage(stage, new_levels, steps, boundaries, bar)
+            for si, (stage, new_levels, steps) in enumerate(self.stages()):
+                if si < position[0]:
+                    continue
+                first = position[1] if si == position[0] else 0
+                self._run_stage(si, stage, new_levels, steps, boundaries, bar, first,
+                                opt_state if si == position[0] else None, done + time.time() - t0)
         finally:
             if bar is not None:
                 bar.close()
         final = self.record("final")
-        return self.result(final, time.time() - t0)
+        return self.result(final, done + time.time() - t0)
 
-    def _run_stage(self, stage: int, new_levels: list[int], steps: int, boundaries: dict, bar) -> None:
+    # ---- checkpoints (docs/RELIABILITY.md) -----------------------------------------------------
+    def checkpoint_every(self) -> int:
+        t = self.cfg.train
+        return t.checkpoint_every if t.checkpoint_every > 0 else max(1, t.steps_per_stage // 4)
+
+    def checkpoint(self, position: tuple[int, int], opt: torch.optim.Optimizer | None, seconds: float) -> None:
+        """Everything needed to continue exactly here: learner, optimiser, the batch generator's
+        state, stage and step, the records so far.  ``position`` = (stage index, steps of it done).
+        Written atomically to ``checkpoint.pt``; loaded with ``weights_only=True``."""
+        m = self.model
+        state = {
+            "format": CHECKPOINT_FORMAT, "config": to_dict(self.cfg), "position": list(position),
+            "step": self.step, "stage": self.stage, "seconds": seconds,
+            "model": m.state_dict(), "active": list(m.active), "warm": sorted(m.warm),
+            "gen": self.gen.get_state(), "optimizer": None if opt is None else opt.state_dict(),
+            "ref": {l: list(ws) for l, ws in self.ref.items()}, "stage_end": self.stage_end,
+            "records": self.records,
+        }
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(self.out / CHECKPOINT, buf.getvalue())
+
+    def _restore(self, st: dict) -> tuple[tuple[int, int], dict | None, float]:
+        m = self.model
+        m.load_state_dict(st["model"])
+        m.active = [int(l) for l in st["active"]]
+        m.warm = {int(l) for l in st["warm"]}
+        self.gen.set_state(st["gen"])
+        self.step, self.stage = int(st["step"]), int(st["stage"])
+        self.ref = {int(l): [w.to(self.device) for w in ws] for l, ws in st["ref"].items()}
+        self.stage_end = dict(st["stage_end"])
+        self.records = list(st["records"])
+        if self.out is not None:  # the series as it stood at the checkpoint; later lines are redone
+            text = "".join(dumps(r, indent=None) + "\n" for r in self.records)
+            atomic_write_bytes(self.out / "metrics.jsonl", text.encode())
+        pos = st["position"]
+        return (int(pos[0]), int(pos[1])), st["optimizer"], float(st["seconds"])
+
+    def _run_stage(self, si: int, stage: int, new_levels: list[int], steps: int, boundaries: dict, bar,
+                   first: int = 0, opt_state: dict | None = None, seconds: float = 0.0) -> None:
         t, m = self.cfg.train, self.model
         e2e = self.method.name == "e2e"
-        self.stage = new_levels[0] if e2e else stage
-        for l in new_levels:
-            m.activate(l, t.init_std, self.gen)
-        if e2e:
-            m.warm = set(m.levels)  # no warm start in e2e: the K-W term is on from step 0
-        self.record("stage_start")
+        t0 = time.time() - seconds
+        if first == 0:  # a resumed stage was set up before its checkpoint
+            self.stage = new_levels[0] if e2e else stage
+            for l in new_levels:
+                m.activate(l, t.init_std, self.gen)
+            if e2e:
+                m.warm = set(m.levels)  # no warm start in e2e: the K-W term is on from step 0
+            self.record("stage_start")
         train_levels = self.method.trainable(m.active, stage)
         params = [p for l in train_levels for p in m.layer_params(l)]
         if self.classify:
@@ -290,14 +345,17 @@ class Run:
             for p in m.layer_params(l):
                 p.requires_grad_(l in train_levels)
         opt = self._optimizer(params)
+        if opt_state is not None:
+            opt.load_state_dict(opt_state)
         base_lr = t.lr
+        every = self.checkpoint_every()
         # SVD warm start of the new level's K from its W (paper learner, PAPER_NOTES §4.2 step 3):
         # after warm_start_frac of the stage; 1.0 = at the stage's end (see _end_of_stage).
         warm_at = None
         if not e2e and t.warm_start and t.warm_start_frac < 1 and m.layer(stage).W is not None:
             warm_at = max(1, int(round(t.warm_start_frac * steps)))
         n = self.x_tr.shape[0]
-        for i in range(steps):
+        for i in range(first, steps):
             for g in opt.param_groups:
                 g["lr"] = base_lr * lr_factor(t.schedule, i, steps, t.min_lr_frac)
             idx = torch.randint(n, (t.batch_size,), generator=self.gen).to(self.device)
@@ -324,7 +382,11 @@ class Run:
                 self.stage = boundaries[self.step] + 1
             elif self.step % t.log_every == 0 and i < steps - 1:
                 self.record("periodic")
+            if self.out is not None and (i + 1) % every == 0 and i < steps - 1:
+                self.checkpoint((si, i + 1), opt, time.time() - t0)
         self._end_of_stage(stage if not e2e else m.levels[-1])
+        if self.out is not None:
+            self.checkpoint((si + 1, 0), None, time.time() - t0)
 
     def _end_of_stage(self, level: int) -> None:
         """Warm start (stage-wise paper learner), snapshot the level's weights, log 'stage_end'."""
@@ -377,24 +439,125 @@ def _summary(rec: dict) -> str:
 
 
 RUN_FILES = ("config.json", "metrics.jsonl", "result.json", "divergence.json", "curves.png", "last_good.pt",
-             "stage*.pt", "target.pt")
+             "stage*.pt", "target.pt", CHECKPOINT, ".*.tmp")
+#: files whose presence means a folder holds a run (the first one found is named in errors)
+RUN_MARKERS = ("result.json", CHECKPOINT, "config.json", "metrics.jsonl")
 
 
-def train(cfg: RunConfig, out: str | Path | None = None, **kw) -> dict:
-    """Run one configuration; with ``out`` write config.json, metrics.jsonl, result.json, curves.png."""
+def holds_run(out: Path) -> str | None:
+    """The name of a file that shows ``out`` holds a bfclab run, or None."""
+    return next((f for f in RUN_MARKERS if (Path(out) / f).exists()), None)
+
+
+def first_difference(a, b, key: str = "") -> tuple[str, object, object] | None:
+    """The first dotted key where two nested mappings differ (after a JSON round trip)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in list(a) + [k for k in b if k not in a]:
+            if k not in a or k not in b:
+                return (f"{key}.{k}" if key else k, a.get(k, "(absent)"), b.get(k, "(absent)"))
+            diff = first_difference(a[k], b[k], f"{key}.{k}" if key else k)
+            if diff:
+                return diff
+        return None
+    return None if dumps(a, indent=None) == dumps(b, indent=None) else (key, a, b)
+
+
+def read_stored_config(out: Path) -> dict:
+    """``out/config.json`` as a mapping (one-line error if it is damaged)."""
+    f = Path(out) / "config.json"
+    try:
+        data = read_json(f)
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"run file '{f}': unreadable ({type(e).__name__}); use --overwrite to start the run again") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"run file '{f}': expected a mapping of config keys; use --overwrite to start again")
+    return data
+
+
+def load_checkpoint(path: Path, cfg: RunConfig) -> dict:
+    """A checkpoint written by :meth:`Run.checkpoint` for this very config (one-line errors)."""
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many kinds of error on a damaged file
+        raise ConfigError(f"checkpoint '{path}': damaged or not a bfclab checkpoint ({type(e).__name__}); "
+                          f"use --overwrite to start the run again") from None
+    need = ("format", "config", "position", "step", "stage", "seconds", "model", "active", "warm", "gen",
+            "optimizer", "ref", "stage_end", "records")
+    if not isinstance(st, dict) or st.get("format") != CHECKPOINT_FORMAT or any(k not in st for k in need):
+        raise ConfigError(f"checkpoint '{path}': not a {CHECKPOINT_FORMAT} file; use --overwrite to start again")
+    diff = first_difference(st["config"], json.loads(dumps(to_dict(cfg))))
+    if diff:
+        raise ConfigError(f"checkpoint '{path}': made for another config (key {diff[0]}: {diff[1]!r} there, "
+                          f"{diff[2]!r} now); use --overwrite to start again")
+    return st
+
+
+def prepare_out(out: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> dict | str | None:
+    """Get ``out`` ready for a run of ``cfg`` without losing anything already written.
+
+    Returns a checkpoint state to continue from, "finished" when ``out`` already holds the
+    finished run of this config (``resume``), or None for a fresh start.  A folder that holds a
+    run is only replaced with ``overwrite`` and only continued with ``resume`` (same config).
+    """
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out '{out}': exists and is not a directory")
+    found = holds_run(out) if out.is_dir() else None
+    if found and not (resume or overwrite):
+        raise ConfigError(f"--out '{out}': already holds a run ({found}); use --resume to continue it "
+                          f"or --overwrite to replace it")
+    state = None
+    if found and resume and not overwrite:
+        if (out / "config.json").exists():
+            diff = first_difference(read_stored_config(out), json.loads(dumps(to_dict(cfg))))
+            if diff:
+                raise ConfigError(f"--resume: '{out}' holds a run of another config (key {diff[0]}: {diff[1]!r} "
+                                  f"there, {diff[2]!r} now); use --overwrite to replace it")
+        if (out / "result.json").exists():
+            return "finished"
+        if (out / CHECKPOINT).exists():
+            state = load_checkpoint(out / CHECKPOINT, cfg)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}.tmp"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"--out '{out}': cannot write there ({e.strerror or type(e).__name__})") from None
+    if state is None:  # a fresh start (overwrite, or a resume with no checkpoint yet)
+        for stale in RUN_FILES:
+            for f in out.glob(stale):
+                f.unlink()
+    else:
+        for f in out.glob(".*.tmp"):  # a write cut short by the kill
+            f.unlink()
+    return state
+
+
+def train(cfg: RunConfig, out: str | Path | None = None, *, resume: bool = False, overwrite: bool = False,
+          **kw) -> dict:
+    """Run one configuration; with ``out`` write config.json, metrics.jsonl, checkpoint.pt (every
+    ``train.checkpoint_every`` steps), result.json and curves.png.
+
+    A folder that already holds a run is never overwritten silently: ``resume=True`` continues
+    it from its last checkpoint (or returns its result if it finished), ``overwrite=True``
+    replaces it, and otherwise a :class:`ConfigError` names both options.
+    """
     out_path = Path(out) if out is not None else None
     validate(cfg)  # before anything is written
+    state = None
     if out_path is not None:
-        out_path.mkdir(parents=True, exist_ok=True)
-        for stale in RUN_FILES:  # a rerun into the same folder starts clean
-            for f in out_path.glob(stale):
-                f.unlink()
-        write_json(out_path / "config.json", to_dict(cfg))
+        state = prepare_out(out_path, cfg, resume, overwrite)
+        if state == "finished":
+            return read_json(out_path / "result.json")
+        if state is None:
+            write_json(out_path / "config.json", to_dict(cfg))
+    if state is not None and "target" not in kw and (out_path / "target.pt").exists():
+        kw["target"] = Target.load(out_path / "target.pt")
     run = Run(cfg, out_path, **kw)
-    if out_path is not None:
+    if out_path is not None and state is None:
         run.target.save(out_path / "target.pt")
     try:
-        res = run.run()
+        res = run.run(resume=state)
     except DivergenceError as e:
         if out_path is not None:
             write_json(out_path / "divergence.json", {"stage": e.stage, "step": e.step, "loss": e.value,

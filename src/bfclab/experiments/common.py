@@ -43,9 +43,10 @@ class CellRun:
         return read_jsonl(self.dir / "metrics.jsonl")
 
 
-def run_grid(spec: dict, root: Path, workers: int = 2, progress: bool | None = None, threads: int = 1) -> Grid:
+def run_grid(spec: dict, root: Path, workers: int = 2, progress: bool | None = None, threads: int = 1,
+             overwrite: bool = False) -> Grid:
     grid = expand(spec, name=spec.get("name", root.name))
-    run_sweep(grid, root, workers=workers, progress=progress, threads=threads)
+    run_sweep(grid, root, workers=workers, progress=progress, threads=threads, overwrite=overwrite)
     return grid
 
 

@@ -18,14 +18,19 @@ from ..train import train
 METHODS = ("bfc", "layerwise", "e2e")
 
 
-def run(base: RunConfig, out: Path, methods=METHODS, progress: bool | None = None) -> list[dict]:
-    """Train each method from ``base`` (method replaced) into ``out/<method>``; return results."""
+def run(base: RunConfig, out: Path, methods=METHODS, progress: bool | None = None,
+        overwrite: bool = False) -> list[dict]:
+    """Train each method from ``base`` (method replaced) into ``out/<method>``; return results.
+
+    A method whose folder already holds a run of the same config is continued or, when it
+    finished, reused (``--resume`` semantics); ``overwrite`` trains it again."""
     out = Path(out)
     results = []
     for method in methods:
         cfg = copy.deepcopy(base)
         cfg.method = method
-        results.append(train(cfg, out / method.replace(":", "-"), progress=progress))
+        results.append(train(cfg, out / method.replace(":", "-"), resume=not overwrite, overwrite=overwrite,
+                             progress=progress))
     write_json(out / "summary.json", {"results": [_brief(r) for r in results]})
     series = {r["method"]: read_jsonl(out / r["method"].replace(":", "-") / "metrics.jsonl") for r in results}
     plot_methods(series, out / "demo.png", title=f"default target, seed {base.seed}")

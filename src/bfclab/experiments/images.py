@@ -49,6 +49,7 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="auto | cpu | cuda (default auto)")
     p.add_argument("--config", default=None, help="YAML/JSON file with any subset of the config keys")
     p.add_argument("--report-only", action="store_true", help="only rebuild the summary from stored results")
+    p.add_argument("--overwrite", action="store_true", help="retrain runs whose stored result has a different config")
     p.add_argument("--figdir", default=None, help="with --report-only: draw the figures into DIR and link them "
                                                   "by bare file name (the bfclab report convention)")
     p.set_defaults(func=cmd_images)
@@ -90,18 +91,43 @@ def run_dir(out: Path, method: str, seed: int) -> Path:
     return Path(out) / method.replace(":", "-") / f"seed{seed}"
 
 
+def _stored_config(path: Path) -> dict | None:
+    """The config in ``path/result.json`` (None when there is none; one-line error if damaged)."""
+    f = path / "result.json"
+    if not f.is_file():
+        return None
+    try:
+        res = read_json(f)
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"result file '{f}': unreadable ({type(e).__name__}); use --overwrite to train it again") from None
+    if not isinstance(res, dict) or not isinstance(res.get("config"), dict):
+        raise ConfigError(f"result file '{f}': field 'config' must be a mapping; use --overwrite to train it again")
+    return res["config"]
+
+
 def _already_done(path: Path, cfg: ImageRunConfig) -> bool:
     """True when ``path/result.json`` exists and was made with exactly this config."""
-    f = path / "result.json"
-    return f.is_file() and read_json(f).get("config") == json.loads(dumps(to_dict(cfg)))
+    return _stored_config(path) == json.loads(dumps(to_dict(cfg)))
 
 
 def run_experiment(base: ImageRunConfig, methods: list[str], seeds: list[int], out: Path,
-                   progress: bool | None = None, log=None, data: ImageData | None = None) -> str:
-    """Train every (method, seed) into ``out``; write experiment.json; return the summary."""
+                   progress: bool | None = None, log=None, data: ImageData | None = None,
+                   overwrite: bool = False) -> str:
+    """Train every (method, seed) into ``out``; write experiment.json; return the summary.
+
+    A run folder holding the result of a different config stops everything before any training
+    (one-line error naming ``--overwrite``) unless ``overwrite``."""
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     for m in methods:
         parse_method(m)
+    for method in methods:
+        for seed in seeds:
+            cfg = copy.deepcopy(base)
+            cfg.method, cfg.seed = method, seed
+            stored = _stored_config(run_dir(out, method, seed))
+            if stored is not None and not overwrite and stored != json.loads(dumps(to_dict(cfg))):
+                raise ConfigError(f"--out '{out}': {run_dir(out, method, seed)} holds a result of a different "
+                                  f"config; use --overwrite to replace it")
     data = data if data is not None else load(base.data)  # errors stop here, before any file
     t0, load0 = time.time(), os.getloadavg()
     trained, kept = 0, 0
@@ -233,5 +259,5 @@ def cmd_images(args: argparse.Namespace, extra: list[str]) -> int:
     base = build_config(args, extra)
     methods = parse_list(args.methods, "methods")
     seeds = parse_seeds(args.seeds)
-    print(run_experiment(base, methods, seeds, out))
+    print(run_experiment(base, methods, seeds, out, overwrite=args.overwrite))
     return 0

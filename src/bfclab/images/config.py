@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import ConfigError, apply_mapping
+from ..config import ConfigError, apply_mapping, check_finite
 from ..train import Method, parse_method, resolve_device
 
 DATASETS = ("mnist1d", "digits", "cifar10", "cifar100")
@@ -128,6 +128,7 @@ def preset(dataset: str) -> ImageRunConfig:
 def validate(cfg: ImageRunConfig) -> Method:
     """Check the whole config before anything is written; return the parsed method."""
     method = parse_method(cfg.method)
+    check_finite(cfg)
     resolve_device(cfg.train.device)
     d, m, t, p = cfg.data, cfg.model, cfg.train, cfg.probe
     choices = {
