@@ -57,8 +57,10 @@ def test_report_quick_runs_the_whole_chain(tmp_path):
         assert (docs / f).is_file(), f
     # a second report computes nothing new and gives the same tables
     before = {p: p.stat().st_mtime_ns for p in results.rglob("result.json")}
+    assert len(before) >= len(registry())  # every experiment stored at least one result
     assert main(["report", "--quick", "--results", str(results), "--docs", str(docs), "--no-compute"]) == 0
     assert {p: p.stat().st_mtime_ns for p in results.rglob("result.json")} == before
+    assert (docs / "RESULTS.md").read_text() == text
 
 
 def test_how_much_against_hand_computed_changes(tmp_path):
