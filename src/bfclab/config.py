@@ -148,6 +148,8 @@ def _coerce(value: Any, typ: Any, name: str) -> Any:
             raise ConfigError(f"config key '{name}': expected an integer, got {value!r}")
         try:
             f = float(value)
+        except OverflowError:  # an integer too large for a float: not a usable count either
+            raise ConfigError(f"config key '{name}': expected an integer, got one too large for a float") from None
         except (TypeError, ValueError):
             raise ConfigError(f"config key '{name}': expected an integer, got {value!r}") from None
         if not math.isfinite(f) or f != int(f):
@@ -156,6 +158,8 @@ def _coerce(value: Any, typ: Any, name: str) -> Any:
     if typ is float:
         try:
             return float(value)
+        except OverflowError:
+            raise ConfigError(f"config key '{name}': expected a finite number, got one too large for a float") from None
         except (TypeError, ValueError):
             raise ConfigError(f"config key '{name}': expected a number, got {value!r}") from None
     if typ is str:
@@ -253,8 +257,9 @@ def load_file(path: str | Path) -> dict:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file '{p}': not found")
-    text = p.read_text()
+    raw = p.read_bytes()
     try:
+        text = raw.decode("utf-8")
         if p.suffix.lower() == ".json":
             data = json.loads(text)
         else:
@@ -268,7 +273,43 @@ def load_file(path: str | Path) -> dict:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{p}': expected a mapping of keys at the top level")
+    problem = _alias_problem(data)
+    if problem:
+        raise ConfigError(f"config file '{p}': {problem}")
     return data
+
+
+#: a bound on the values a config file may hold once YAML aliases are expanded (a real one has ~100)
+MAX_VALUES = 100_000
+
+
+def _alias_problem(data: Any) -> str | None:
+    """YAML aliases (``&a`` ... ``*a``) share one object: a value may contain itself, or a few lines
+    may expand to billions of values ("billion laughs"); every reader of the config walks it, so
+    both are refused here.  Iterative (the nesting may be as deep as the YAML parser allows)."""
+    size: dict[int, int] = {}  # id -> values in the expanded subtree
+    open_: set[int] = set()  # containers on the path being walked
+    stack: list[tuple[Any, bool]] = [(data, False)]
+    while stack:
+        node, done = stack.pop()
+        kids = list(node.values()) if isinstance(node, dict) else node if isinstance(node, list) else None
+        if kids is None:
+            continue
+        i = id(node)
+        if done:
+            open_.discard(i)
+            size[i] = 1 + sum(size.get(id(k), 1) for k in kids)
+            if size[i] > MAX_VALUES:
+                return f"more than {MAX_VALUES} values once its YAML aliases are expanded"
+            continue
+        if i in size:
+            continue
+        if i in open_:
+            return "a YAML alias makes a value contain itself"
+        open_.add(i)
+        stack.append((node, True))
+        stack.extend((k, False) for k in kids)
+    return None
 
 
 def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
