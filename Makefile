@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup bench clean
+.PHONY: demo test setup bench fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/core_modes.py
 	OMP_NUM_THREADS=1 $(BIN)/python bench/kernel_solver.py
+	$(BIN)/python bench/checkpoint_overhead.py
+
+# the fuzzing of the CLI and its files at 20x the test suite's examples (about 15 minutes)
+fuzz: $(STAMP)
+	$(BIN)/python bench/fuzz.py --profile long
 
 clean:
 	rm -rf $(VENV) runs

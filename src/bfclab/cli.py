@@ -163,6 +163,15 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: what str.splitlines() (and a terminal) would take for the end of a line
+_LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks (say, in a file name or a key from argv) escaped: one line."""
+    return "".join(c.encode("unicode_escape").decode() if c in _LINE_BREAKS else c for c in str(text))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = make_parser()
@@ -170,14 +179,17 @@ def main(argv: list[str] | None = None) -> int:
         args, extra = parser.parse_known_args(argv)
         if not getattr(args, "command", None):
             parser.print_help()
+            commands = ", ".join(parser._subparsers._group_actions[0].choices)
+            print(f"bfclab: error: argument command: required; accepted: {commands}", file=sys.stderr)
             return 2
         return args.func(args, extra)
     except ConfigError as e:
-        print(f"bfclab: error: {e}", file=sys.stderr)
+        print(f"bfclab: error: {one_line(e)}", file=sys.stderr)
         return 2
     except OSError as e:  # unwritable path, full disk, ...: name the file, keep what was written
-        where = f"'{e.filename}': " if getattr(e, "filename", None) else ""
-        print(f"bfclab: error: {where}{e.strerror or e}; files written before are intact", file=sys.stderr)
+        names = [n for n in (getattr(e, "filename", None), getattr(e, "filename2", None)) if n]
+        where = "".join(f"'{n}': " for n in names)
+        print(one_line(f"bfclab: error: {where}{e.strerror or e}; files written before are intact"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bfclab: interrupted; files written so far are complete", file=sys.stderr)
@@ -187,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if isinstance(e, DivergenceError):
             where = f"; last good state kept in {args.out}/last_good.pt" if getattr(args, "out", None) else ""
-            print(f"bfclab: error: {e}{where}", file=sys.stderr)
+            print(one_line(f"bfclab: error: {e}{where}"), file=sys.stderr)
             return 3
         raise
 

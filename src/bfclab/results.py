@@ -7,10 +7,13 @@ renamed, so an interrupted run never leaves a truncated file behind.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import tempfile
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +77,26 @@ def append_jsonl(path: Path, record: dict) -> None:
     with open(path, "a") as f:
         f.write(dumps(record, indent=None) + "\n")
         f.flush()
+
+
+def load_torch_file(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)`` of a file ``torch.save`` wrote, after checking it whole:
+    torch's zip container stores a CRC-32 of every member, which ``torch.load`` does not verify, so a
+    flipped bit in a tensor would load silently.  Raises ValueError on any damage; torch's warnings
+    about odd input are not shown (the file is refused or accepted on its own merits)."""
+    import torch  # here, not at the top: the JSON readers of this module need no torch
+
+    data = Path(path).read_bytes()
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            bad = z.testzip()
+    except Exception as e:  # BadZipFile, or struct/zlib/EOF errors on a mangled container
+        raise ValueError(f"not a zip container ({type(e).__name__})") from None
+    if bad is not None:
+        raise ValueError(f"member '{bad}' fails its CRC check")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -124,7 +124,7 @@ def _stored_config(f: Path) -> dict:
     """The config stored in a cell's result.json (one-line error when the file is damaged)."""
     try:
         res = read_json(f)
-    except (OSError, ValueError, UnicodeDecodeError) as e:
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:
         raise ConfigError(f"result file '{f}': unreadable ({type(e).__name__}); delete the cell's folder "
                           f"or run with --overwrite") from None
     cfg = res.get("config", {}) if isinstance(res, dict) else None
@@ -164,13 +164,32 @@ def expand(spec: dict, name: str = "sweep") -> Grid:
         raise ConfigError("grid file: expected a mapping with 'grid' (and optionally 'base', 'baseline', 'name')")
     unknown = set(spec) - {"name", "base", "grid", "baseline"}
     if unknown:
-        raise ConfigError(f"grid file: unknown section '{sorted(unknown)[0]}'; accepted: name, base, grid, baseline")
+        raise ConfigError(f"grid file: unknown section '{sorted(map(str, unknown))[0]}'; accepted: name, base, grid, "
+                          f"baseline")
     grids = spec.get("grid") or {}
     grids = grids if isinstance(grids, list) else [grids]
     if not grids or not all(isinstance(g, dict) and g for g in grids):
         raise ConfigError("grid file: 'grid' must map config keys to lists of values (or be a list of such maps)")
+    for g in grids:
+        bad = next((k for k in g if not isinstance(k, str)), None)
+        if bad is not None:
+            raise ConfigError(f"grid key {bad!r}: keys are config keys (strings like 'data.n_train')")
+        for k, v in g.items():
+            try:
+                json.dumps(v, sort_keys=True, allow_nan=True)
+            except (TypeError, ValueError):
+                raise ConfigError(f"grid key '{k}': values must be numbers, strings, lists or mappings "
+                                  f"(with string keys)") from None
     base = spec.get("base") or {}
     baseline = spec.get("baseline") or {}
+    if not isinstance(baseline, dict) or not all(isinstance(v, dict) for v in baseline.values() if v is not None):
+        raise ConfigError("grid file: 'baseline' must map baseline method names to mappings of their options")
+    for section, value in (("base", base), ("baseline", baseline)):
+        try:  # each cell stores them as JSON (its id is a hash of that text)
+            json.dumps(value, sort_keys=True)
+        except (TypeError, ValueError):
+            raise ConfigError(f"grid file: '{section}' must hold numbers, strings, lists and mappings with string "
+                              f"keys") from None
     probe = RunConfig()
     apply_mapping(probe, base)  # validates the base keys
     methods = {str(m) for g in grids for m in _as_list(g.get("method", "bfc"))}
@@ -373,6 +392,10 @@ def run_sweep(grid: Grid, root: str | Path, workers: int = 1, progress: bool | N
     if conflicts and not overwrite:
         raise ConfigError(f"sweep folder '{root}': {len(conflicts)} cell(s) hold results of a different config "
                           f"(first: {conflicts[0]}); use --overwrite to replace them")
+    for name in ("grid.json", "sweep.json", "table.csv"):  # what the sweep (re)writes at its top level
+        f = root / name
+        if f.exists() and not f.is_file():
+            raise ConfigError(f"sweep file '{f}': not a regular file (the sweep writes it); move it away")
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -439,10 +462,11 @@ def row_of(result: dict, overrides: dict) -> dict:
         if key in result:
             row[key] = result[key]
     for key in ("feature_error", "weight_change"):
-        for l, v in (result.get(key) or {}).items():
+        per_level = result.get(key)
+        for l, v in (per_level.items() if isinstance(per_level, dict) else ()):
             row[f"{key}.L{l}"] = v
-    cfg = result.get("config", {})
-    row.setdefault("data.n_train", cfg.get("data", {}).get("n_train"))
+    data = (result.get("config") or {}).get("data") if isinstance(result.get("config"), dict) else None
+    row.setdefault("data.n_train", data.get("n_train") if isinstance(data, dict) else None)
     return row
 
 
@@ -450,16 +474,32 @@ def collect(root: str | Path, grid: Grid | None = None) -> list[dict]:
     """One row per finished cell (of ``grid`` if given, else of every cell directory)."""
     root = Path(root)
     rows = []
-    if grid is not None:
-        ids = [c.id for c in grid.cells if c.finished(root)]
+    if grid is not None:  # the grid itself says what each cell's overrides are
+        cells = [(c.id, c.params) for c in grid.cells if c.finished(root)]
     else:
-        ids = sorted(p.parent.name for p in (root / "cells").glob("*/result.json"))
-    for cid in ids:
+        cells = [(p.parent.name, None) for p in sorted((root / "cells").glob("*/result.json"))]
+    for cid, ov in cells:
         d = root / "cells" / cid
-        res = read_json(d / "result.json")
-        ov = read_json(d / "cell.json")["overrides"] if (d / "cell.json").exists() else {}
+        res = _read_cell_file(d / "result.json")
+        if ov is None:
+            stored = _read_cell_file(d / "cell.json") if (d / "cell.json").exists() else {}
+            ov = stored.get("overrides", {})
+            if not isinstance(ov, dict):
+                raise ConfigError(f"cell file '{d / 'cell.json'}': field 'overrides' must be a mapping")
         rows.append({"cell": cid, **row_of(res, ov)})
     return rows
+
+
+def _read_cell_file(f: Path) -> dict:
+    """A cell's JSON file as a mapping (one-line error naming the file when it is damaged)."""
+    try:
+        data = read_json(f)
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise ConfigError(f"cell file '{f}': unreadable ({type(e).__name__}); delete the cell's folder "
+                          f"or run with --overwrite") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"cell file '{f}': expected a mapping; delete the cell's folder or run with --overwrite")
+    return data
 
 
 def write_table(rows: list[dict], path: Path) -> None:

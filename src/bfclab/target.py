@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from .config import ConfigError, TargetConfig, to_dict
-from .results import atomic_write_bytes
+from .results import atomic_write_bytes, load_torch_file
 
 FORMAT = "bfclab-target-v1"
 
@@ -288,9 +288,9 @@ class Target:
         if not p.is_file():
             raise ConfigError(f"target file '{p}': not found")
         try:
-            st = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception:
-            raise ConfigError(f"target file '{p}': not a bfclab target file (unreadable)") from None
+            st = load_torch_file(p)
+        except Exception as e:  # damaged: a CRC mismatch, a cut or mangled container, ...
+            raise ConfigError(f"target file '{p}': not a bfclab target file (unreadable: {e})") from None
         return cls.from_state(st, str(p))
 
     @classmethod
@@ -310,7 +310,10 @@ class Target:
             weights = {l: {j: st["weights"][str(l)][str(j)] for j in conn[l]} for l in levels}
             mu = {l: st["mu"][str(l)] for l in levels}
             scale = {l: st["scale"][str(l)] for l in levels}
-        except (KeyError, TypeError, ValueError) as e:
+            median, g_std = float(st["median"]), float(st["g_std"])
+            if not isinstance(st["config"], dict):
+                raise TypeError("'config' is not a mapping")
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise ConfigError(f"target file '{where}': malformed field ({e!s})") from None
         dims = {0: 1, 1: d, **widths}
         for l in levels:
@@ -322,4 +325,4 @@ class Target:
                 if not isinstance(v, torch.Tensor) or tuple(v.shape) != (widths[l],):
                     raise ConfigError(f"target file '{where}': field '{name}.{l}' has the wrong shape")
         return cls(d=d, L=L, widths=widths, conn=conn, alphas=alphas, weights=weights, mu=mu,
-                   scale=scale, median=float(st["median"]), g_std=float(st["g_std"]), config=st["config"])
+                   scale=scale, median=median, g_std=g_std, config=st["config"])

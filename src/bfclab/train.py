@@ -29,11 +29,11 @@ from typing import Callable
 import torch
 
 from . import metrics as M
-from .config import ConfigError, DataConfig, RunConfig, check_finite, to_dict
+from .config import ConfigError, DataConfig, RunConfig, apply_mapping, check_finite, to_dict
 from .learner import Learner
 from .learner import validate as validate_learner
-from .results import append_jsonl, atomic_write_bytes, dumps, read_json, write_json
-from .target import Target
+from .results import append_jsonl, atomic_write_bytes, dumps, load_torch_file, read_json, write_json
+from .target import Target, resolve_alphas, resolve_conn, resolve_widths
 from .target import validate as validate_target
 
 METHODS = "bfc, layerwise, window:K (K >= 0), e2e"
@@ -73,8 +73,12 @@ def parse_method(text: str) -> Method:
         return Method(t, 0)
     if t.startswith("window:"):
         k = t.split(":", 1)[1]
-        if k.isdigit():
-            return Method(f"window:{int(k)}", int(k))
+        try:  # isdigit() also holds for digits int() refuses ('²'), and int() stops at 4300 digits
+            window = int(k) if k.isdigit() else None
+        except ValueError:
+            window = None
+        if window is not None:
+            return Method(f"window:{window}", window)
     raise ConfigError(f"config key 'method': unknown {text!r}; accepted: {METHODS}")
 
 
@@ -463,23 +467,112 @@ def first_difference(a, b, key: str = "") -> tuple[str, object, object] | None:
 
 
 def read_stored_config(out: Path) -> dict:
-    """``out/config.json`` as a mapping (one-line error if it is damaged)."""
+    """``out/config.json`` as a mapping of a valid run config (one-line error naming the file if it
+    is damaged: unreadable, not a mapping, an unknown key or a bad value)."""
     f = Path(out) / "config.json"
     try:
         data = read_json(f)
-    except (OSError, ValueError, UnicodeDecodeError) as e:
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:
         raise ConfigError(f"run file '{f}': unreadable ({type(e).__name__}); use --overwrite to start the run again") from None
     if not isinstance(data, dict):
         raise ConfigError(f"run file '{f}': expected a mapping of config keys; use --overwrite to start again")
+    try:
+        probe = RunConfig()
+        apply_mapping(probe, data)
+        validate(probe)
+    except ConfigError as e:
+        raise ConfigError(f"run file '{f}': {e}; use --overwrite to start the run again") from None
     return data
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def read_stored_result(out: Path, cfg: RunConfig) -> dict:
+    """``out/result.json`` of a finished run of ``cfg``: a mapping with its config and the numbers a
+    report prints (one-line error naming the file if it is damaged or made for another config)."""
+    f = Path(out) / "result.json"
+    again = "use --overwrite to start the run again"
+    try:
+        res = read_json(f)
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise ConfigError(f"run file '{f}': unreadable ({type(e).__name__}); {again}") from None
+    if not isinstance(res, dict):
+        raise ConfigError(f"run file '{f}': expected a mapping of results; {again}")
+    if not isinstance(res.get("config"), dict):
+        raise ConfigError(f"run file '{f}': field 'config' must be a mapping; {again}")
+    diff = first_difference(res["config"], json.loads(dumps(to_dict(cfg))))
+    if diff:
+        raise ConfigError(f"run file '{f}': made for another config (key {diff[0]}: {diff[1]!r} there, "
+                          f"{diff[2]!r} now); {again}")
+    err = "test_error" if cfg.data.task == "classification" else "test_nmse"
+    for key in (err, "seconds"):
+        if not _number(res.get(key)):
+            raise ConfigError(f"run file '{f}': field '{key}' must be a number; {again}")
+    fe = res.get("feature_error")
+    if not isinstance(fe, dict) or not all(_number(v) for v in fe.values()):
+        raise ConfigError(f"run file '{f}': field 'feature_error' must map levels to numbers; {again}")
+    return res
+
+
+def _checkpoint_problem(st: dict, cfg: RunConfig) -> str | None:
+    """The first field of a loaded checkpoint that :meth:`Run._restore` could not use, or None."""
+    def ints(v) -> bool:
+        return isinstance(v, (list, tuple)) and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+
+    levels = set(range(2, cfg.target.L + 1))
+    pos = st["position"]
+    if not (ints(pos) and len(pos) == 2 and min(pos) >= 0):
+        return "position"
+    for key in ("step", "stage"):
+        if not (isinstance(st[key], int) and not isinstance(st[key], bool) and st[key] >= 0):
+            return key
+    if not (_number(st["seconds"]) and math.isfinite(st["seconds"])):
+        return "seconds"
+    for key in ("active", "warm"):
+        if not (ints(st[key]) and set(st[key]) <= levels):
+            return key
+    gen = st["gen"]
+    if not (isinstance(gen, torch.Tensor) and gen.dtype == torch.uint8
+            and gen.shape == torch.Generator().get_state().shape):
+        return "gen"
+    t = cfg.target
+    want = Learner(t.d, resolve_widths(t), resolve_conn(t), resolve_alphas(t), cfg.learner, seed=cfg.seed).state_dict()
+    model = st["model"]
+    if not (isinstance(model, dict) and set(model) == set(want) and all(
+            isinstance(model[k], torch.Tensor) and model[k].shape == w.shape and model[k].dtype == w.dtype
+            for k, w in want.items())):
+        return "model"
+    opt = st["optimizer"]
+    if opt is not None and not (isinstance(opt, dict) and isinstance(opt.get("state"), dict)
+                                and isinstance(opt.get("param_groups"), list)):
+        return "optimizer"
+    ref = st["ref"]
+    if not (isinstance(ref, dict) and all(isinstance(l, int) and l in levels and isinstance(ws, list)
+                                          and all(isinstance(w, torch.Tensor) for w in ws) for l, ws in ref.items())):
+        return "ref"
+    err = "test_error" if cfg.data.task == "classification" else "test_nmse"
+
+    def record_ok(r) -> bool:  # what result() and plot_curves read of a record
+        return (isinstance(r, dict) and _number(r.get(err)) and isinstance(r.get("feature_error"), dict)
+                and all(_number(v) for v in r["feature_error"].values()) and isinstance(r.get("weight_change"), dict)
+                and ints([r.get("step"), r.get("stage")]) and isinstance(r.get("event"), str))
+
+    if not (isinstance(st["stage_end"], dict) and all(record_ok(r) for r in st["stage_end"].values())):
+        return "stage_end"
+    if not (isinstance(st["records"], list) and all(record_ok(r) for r in st["records"])):
+        return "records"
+    return None
 
 
 def load_checkpoint(path: Path, cfg: RunConfig) -> dict:
     """A checkpoint written by :meth:`Run.checkpoint` for this very config (one-line errors)."""
     try:
-        st = torch.load(path, map_location="cpu", weights_only=True)
+        st = load_torch_file(path)  # every member checked against its CRC first
     except Exception as e:  # torch raises many kinds of error on a damaged file
-        raise ConfigError(f"checkpoint '{path}': damaged or not a bfclab checkpoint ({type(e).__name__}); "
+        why = f"{type(e).__name__}: {e}" if isinstance(e, ValueError) else type(e).__name__
+        raise ConfigError(f"checkpoint '{path}': damaged or not a bfclab checkpoint ({why}); "
                           f"use --overwrite to start the run again") from None
     need = ("format", "config", "position", "step", "stage", "seconds", "model", "active", "warm", "gen",
             "optimizer", "ref", "stage_end", "records")
@@ -489,7 +582,19 @@ def load_checkpoint(path: Path, cfg: RunConfig) -> dict:
     if diff:
         raise ConfigError(f"checkpoint '{path}': made for another config (key {diff[0]}: {diff[1]!r} there, "
                           f"{diff[2]!r} now); use --overwrite to start again")
+    bad = _checkpoint_problem(st, cfg)
+    if bad:
+        raise ConfigError(f"checkpoint '{path}': field '{bad}' is malformed; use --overwrite to start again")
     return st
+
+
+def check_stored_target(path: Path, cfg: RunConfig) -> None:
+    """``path`` (a run's target.pt) loads and was made from ``cfg.target`` (one-line errors)."""
+    stored = Target.load(path).config
+    diff = first_difference(json.loads(dumps(stored)), json.loads(dumps(to_dict(cfg.target))))
+    if diff:
+        raise ConfigError(f"target file '{path}': made for another config (key target.{diff[0]}: {diff[1]!r} "
+                          f"there, {diff[2]!r} now); use --overwrite to start again")
 
 
 def prepare_out(out: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> dict | str | None:
@@ -510,12 +615,15 @@ def prepare_out(out: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> dic
         if (out / "config.json").exists():
             diff = first_difference(read_stored_config(out), json.loads(dumps(to_dict(cfg))))
             if diff:
-                raise ConfigError(f"--resume: '{out}' holds a run of another config (key {diff[0]}: {diff[1]!r} "
-                                  f"there, {diff[2]!r} now); use --overwrite to replace it")
+                raise ConfigError(f"--resume: '{out / 'config.json'}' holds a run of another config (key {diff[0]}: "
+                                  f"{diff[1]!r} there, {diff[2]!r} now); use --overwrite to replace it")
         if (out / "result.json").exists():
+            read_stored_result(out, cfg)
             return "finished"
         if (out / CHECKPOINT).exists():
             state = load_checkpoint(out / CHECKPOINT, cfg)
+            if (out / "target.pt").exists():  # checked before anything is cleaned up
+                check_stored_target(out / "target.pt", cfg)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test-{os.getpid()}.tmp"

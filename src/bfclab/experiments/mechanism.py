@@ -26,6 +26,7 @@ import torch
 
 from ..config import RunConfig, from_dict
 from ..learner import Learner, trunc_square
+from ..results import load_torch_file
 from ..target import Target
 from ..train import make_data
 from .common import CellRun, Section, load_cells, med, table
@@ -33,7 +34,7 @@ from .correction import spec as correction_spec
 
 
 def load_learner(run_dir: Path, stage: int, cfg: RunConfig, target: Target) -> Learner:
-    st = torch.load(run_dir / f"stage{stage}.pt", map_location="cpu", weights_only=True)
+    st = load_torch_file(run_dir / f"stage{stage}.pt")
     m = Learner(target.d, target.widths, target.conn, target.alphas, cfg.learner, seed=cfg.seed)
     m.load_state_dict(st["model"])
     m.active = list(st["active"])
@@ -85,7 +86,7 @@ def which_part(run: CellRun, n_eval: int = 20000) -> dict:
 def how_much(run: CellRun) -> dict:
     """{level: {stage: relative change of (K, W) during that stage}} from the checkpoints."""
     L = max(int(s) for s in run.result["stage_end"])
-    states = {s: torch.load(run.dir / f"stage{s}.pt", map_location="cpu", weights_only=True)["model"]
+    states = {s: load_torch_file(run.dir / f"stage{s}.pt")["model"]
               for s in range(2, L + 1)}
     out: dict = {}
     for j in range(2, L):
