@@ -8,7 +8,8 @@ import torch
 from bfclab.config import ConfigError
 from bfclab.results import read_jsonl
 from bfclab.target import Target
-from bfclab.train import DivergenceError, Run, lr_factor, make_data, parse_method, train
+from bfclab.methods import DivergenceError, lr_factor, parse_method
+from bfclab.train import Run, make_data, train
 
 
 @pytest.mark.parametrize("kind", ["simple", "paper"])

@@ -29,6 +29,7 @@ import math
 import torch
 from torch import nn
 
+from . import seeds
 from .config import ConfigError, LearnerConfig
 
 
@@ -92,6 +93,12 @@ class Learner(nn.Module):
     connection sets, PAPER_NOTES §2.3 [M-low]).  Only levels in ``self.active`` contribute.
     """
 
+    @classmethod
+    def for_target(cls, target, cfg: LearnerConfig | None = None, seed: int = 0) -> "Learner":
+        """The learner whose levels, widths, connections and alphas are those of ``target``
+        (a :class:`bfclab.target.Target`, PAPER_NOTES §3.1)."""
+        return cls(target.d, target.widths, target.conn, target.alphas, cfg or LearnerConfig(), seed=seed)
+
     def __init__(self, d: int, widths: dict, conn: dict, alphas: dict, cfg: LearnerConfig, seed: int = 0):
         super().__init__()
         validate(cfg)
@@ -101,7 +108,7 @@ class Learner(nn.Module):
         self.L = max(self.levels)
         self.widths = dict(widths)
         self.conn = {l: list(conn[l]) for l in self.levels}
-        gen = torch.Generator().manual_seed(10_007 * int(seed) + 17)
+        gen = seeds.generator("learner_init", seed)
         self.lift_rows = {}
         for j in self.levels[:-1]:
             p = cfg.lift if cfg.lift is not None else widths[j] * (widths[j] + 1) // 2
@@ -185,8 +192,9 @@ class Learner(nn.Module):
 
     # ---- stage-wise bookkeeping (PAPER_NOTES §3.3, §4) ---------------------------------------
     @torch.no_grad()
-    def activate(self, l: int, init_std: float, gen: torch.Generator) -> None:
-        """Switch level l on, from small Gaussian noise (never exact zero: a saddle, §9.2)."""
+    def activate(self, l: int, init_std: float, gen: torch.Generator, tied: bool = False) -> None:
+        """Switch level l on, from small Gaussian noise (never exact zero: a saddle, §9.2).
+        ``tied``: the K-W consistency term is on from the start (no warm start, e.g. ``e2e``)."""
         if l in self.active:
             return
         if self.active and l != max(self.active) + 1:
@@ -196,6 +204,8 @@ class Learner(nn.Module):
             if p is not None:
                 p.copy_(torch.randn(p.shape, generator=gen) * init_std / math.sqrt(p.shape[1]))
         self.active.append(l)
+        if tied:
+            self.warm.add(l)
 
     @torch.no_grad()
     def svd_warm_start(self, l: int) -> None:

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import copy
 import csv
+import fcntl
 import hashlib
 import io
 import itertools
 import json
+import multiprocessing as mp
 import os
 import shutil
 import sys
@@ -40,25 +42,21 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, Protocol
 
+import torch
+from tqdm import tqdm
+
+from .baselines.fit import run_baseline
+from .baselines.registry import ESTIMATORS, resolve_options
 from .config import ConfigError, RunConfig, apply_mapping, load_file, set_key, to_dict
+from .methods import METHODS, DivergenceError, is_deep, parse_method
 from .results import atomic_write_bytes, dumps, read_json, write_json
-
-DEEP = ("bfc", "layerwise", "e2e")
-
-
-def is_deep(method: str) -> bool:
-    return method in DEEP or method.startswith("window:")
-
+from .train import CHECKPOINT, load_checkpoint, train, validate
 
 def check_method(method: str) -> None:
     """A deep training method (bfclab.train) or a baseline name (bfclab.baselines.registry)."""
-    from .train import METHODS, parse_method
-
     if is_deep(method):
         parse_method(method)
         return
-    from .baselines.registry import ESTIMATORS
-
     if method not in ESTIMATORS:
         raise ConfigError(f"grid key 'method': unknown {method!r}; accepted: {METHODS}, "
                           f"or a baseline: {', '.join(ESTIMATORS)}")
@@ -213,9 +211,6 @@ def _as_list(v) -> list:
 def _product(grid: dict, base: dict, baseline: dict, probe: RunConfig) -> list[Cell]:
     """The cells of one cartesian grid, each validated (config keys and values, method names,
     baseline options)."""
-    from .baselines.registry import resolve_options
-    from .train import validate
-
     keys = sorted(grid)
     values = [_as_list(grid[k]) for k in keys]
     for k, vals in zip(keys, values):
@@ -254,8 +249,6 @@ def run_cell(cell: Cell, root: str | Path, threads: int = 1) -> str:
     checkpoint when it has a valid one for this config, and is cleared and rerun otherwise.
     ``threads``: torch threads for this cell (1 when cells run side by side).
     """
-    import fcntl
-
     d = Path(root) / "cells" / cell.id
     if cell.finished(root):
         return str(d)
@@ -277,10 +270,6 @@ class CellBusy(RuntimeError):
 
 
 def _run_cell_locked(cell: Cell, d: Path, threads: int) -> None:
-    import torch
-
-    from .train import CHECKPOINT, DivergenceError, load_checkpoint, train
-
     if threads > 0:
         torch.set_num_threads(int(threads))
     cfg = cell.config()
@@ -314,31 +303,6 @@ def diverged_result(cfg: RunConfig, why: str) -> dict:
             "procrustes_error": {}, "weight_change": {}, "stage_end": {}, "seconds": nan, "config": to_dict(cfg)}
 
 
-def run_baseline(method: str, options: dict, cfg: RunConfig, out: Path) -> dict:
-    """Fit a non-deep estimator on the same split as the deep methods; write result.json."""
-    from . import metrics as M
-    from .baselines.registry import make_estimator
-    from .target import Target
-    from .train import make_data, resolve_device
-
-    write_json(out / "config.json", {**to_dict(cfg), "baseline": options})
-    target = Target.from_config(cfg.target)
-    x, y, xt, yt = make_data(target, cfg.data, cfg.seed)
-    t0 = time.time()
-    est = make_estimator(method, options, device=str(resolve_device(cfg.train.device)), seed=cfg.seed, target=target)
-    est.fit(x, y)
-    res = {
-        "method": method, "seed": cfg.seed,
-        "test_nmse": M.nmse(est.predict(xt).cpu(), yt), "train_nmse": M.nmse(est.predict(x).cpu(), y),
-        "seconds": time.time() - t0, "config": to_dict(cfg), "baseline": options,
-    }
-    for attr in ("chosen", "info"):
-        if hasattr(est, attr):
-            res[attr] = getattr(est, attr)
-    write_json(out / "result.json", res)
-    return res
-
-
 # ---- executors --------------------------------------------------------------------------------
 
 
@@ -366,8 +330,6 @@ class ProcessExecutor:
         self.workers = max(1, int(workers))
 
     def map(self, fn, cells, root, done) -> None:
-        import multiprocessing as mp
-
         ctx = mp.get_context("spawn")
         with ProcessPoolExecutor(self.workers, mp_context=ctx) as pool:
             pending = {pool.submit(fn, c, root): c for c in cells}
@@ -406,8 +368,6 @@ def run_sweep(grid: Grid, root: str | Path, workers: int = 1, progress: bool | N
     progress = sys.stderr.isatty() if progress is None else progress
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(grid.cells), initial=skipped, desc=grid.name, dynamic_ncols=True)
     else:
         print(f"[{grid.name}] {len(grid.cells)} cells, {skipped} already finished", file=sys.stderr, flush=True)

@@ -22,74 +22,25 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from . import metrics as M
+from . import seeds
 from .config import ConfigError, DataConfig, RunConfig, apply_mapping, check_finite, to_dict
+from .device import resolve_device
+from .growth import Segment, plan
 from .learner import Learner
 from .learner import validate as validate_learner
+from .methods import DivergenceError, Method, lr_factor, parse_method
 from .results import append_jsonl, atomic_write_bytes, dumps, load_torch_file, read_json, write_json
 from .target import Target, resolve_alphas, resolve_conn, resolve_widths
 from .target import validate as validate_target
 
-METHODS = "bfc, layerwise, window:K (K >= 0), e2e"
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "bfclab-checkpoint-1"
-
-
-class DivergenceError(RuntimeError):
-    """Training produced a non-finite or exploding loss."""
-
-    def __init__(self, stage: int, step: int, value: float):
-        super().__init__(f"training diverged in stage {stage} at step {step} (loss {value:.3g})")
-        self.stage, self.step, self.value = stage, step, value
-
-
-@dataclass(frozen=True)
-class Method:
-    """A parsed training method.  ``window`` is the number of lower levels that keep training
-    with the new one (None = all of them)."""
-
-    name: str
-    window: int | None
-
-    def trainable(self, active: list[int], new: int) -> list[int]:
-        """Levels whose parameters train during the stage that activates level ``new``."""
-        if self.name in ("bfc", "e2e"):
-            return list(active)
-        return [l for l in active if new - self.window <= l <= new]
-
-
-def parse_method(text: str) -> Method:
-    """'bfc' | 'layerwise' | 'window:K' | 'e2e' -> Method (one-line error otherwise)."""
-    t = str(text).strip().lower()
-    if t in ("bfc", "e2e"):
-        return Method(t, None)
-    if t == "layerwise":
-        return Method(t, 0)
-    if t.startswith("window:"):
-        k = t.split(":", 1)[1]
-        try:  # isdigit() also holds for digits int() refuses ('²'), and int() stops at 4300 digits
-            window = int(k) if k.isdigit() else None
-        except ValueError:
-            window = None
-        if window is not None:
-            return Method(f"window:{window}", window)
-    raise ConfigError(f"config key 'method': unknown {text!r}; accepted: {METHODS}")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise ConfigError(f"config key 'train.device': unknown {name!r}; accepted: auto, cpu, cuda")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("config key 'train.device': cuda requested but no CUDA device is available")
-    return torch.device(name)
 
 
 def validate(cfg: RunConfig) -> Method:
@@ -144,19 +95,9 @@ def make_data(target: Target, data: DataConfig, seed: int):
     The training sample depends on the run seed; the test sample only on the target's seed, so
     all runs on one target are scored on the same test points.  Baselines use this too.
     """
-    x, y, _ = target.sample(data.n_train, seed=7919 * int(seed) + 11, task=data.task, label_noise=data.label_noise)
-    xt, yt, _ = target.sample(data.n_test, seed=int(target.config.get("seed", 0)) + 2_000_000_011, task=data.task)
+    x, y, _ = target.sample(data.n_train, seed=seeds.seed_of("train_data", seed), task=data.task, label_noise=data.label_noise)
+    xt, yt, _ = target.sample(data.n_test, seed=seeds.seed_of("test_data", target.config.get("seed", 0)), task=data.task)
     return x, y, xt, yt
-
-
-def lr_factor(schedule: str, step: int, total: int, min_frac: float) -> float:
-    """Multiplier of the base learning rate at ``step`` of a stage of ``total`` steps."""
-    if schedule == "constant" or total <= 1:
-        return 1.0
-    frac = step / (total - 1)
-    if schedule == "linear":
-        return 1.0 - (1.0 - min_frac) * frac
-    return min_frac + (1.0 - min_frac) * 0.5 * (1.0 + math.cos(math.pi * frac))
 
 
 class Run:
@@ -178,10 +119,9 @@ class Run:
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
         self.records: list[dict] = []
-        self.gen = torch.Generator().manual_seed(1_000_003 * int(cfg.seed) + 1)
+        self.gen = seeds.generator("batches", cfg.seed)
         self._data(data)
-        tg = self.target
-        self.model = Learner(tg.d, tg.widths, tg.conn, tg.alphas, cfg.learner, seed=cfg.seed).to(self.device)
+        self.model = Learner.for_target(self.target, cfg.learner, seed=cfg.seed).to(self.device)
         self.classify = cfg.data.task == "classification"
         self.model.offset.requires_grad_(self.classify)
         self.ref: dict[int, list[torch.Tensor]] = {}  # level -> weights at the end of its own stage
@@ -250,12 +190,9 @@ class Run:
         atomic_write_bytes(path, buf.getvalue())
 
     # ---- the loop ------------------------------------------------------------------------------
-    def stages(self) -> list[tuple[int, list[int], int]]:
-        """(stage, levels to activate, steps) for every stage of this method."""
-        levels, T = self.model.levels, self.cfg.train.steps_per_stage
-        if self.method.name == "e2e":
-            return [(levels[-1], list(levels), T * len(levels))]
-        return [(l, [l], T) for l in levels]
+    def plan(self) -> list[Segment]:
+        """This run's growth plan (:mod:`bfclab.growth`): one segment per stage, or one for e2e."""
+        return plan(self.method, self.model.levels, self.cfg.train.steps_per_stage)
 
     def _optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
         t = self.cfg.train
@@ -277,14 +214,13 @@ class Run:
             from tqdm import tqdm
 
             bar = tqdm(total=total, initial=self.step, desc=self.cfg.method, leave=False, dynamic_ncols=True)
-        boundaries = {t.steps_per_stage * (i + 1): l for i, l in enumerate(m.levels)}
         try:
-            for si, (stage, new_levels, steps) in enumerate(self.stages()):
-                if si < position[0]:
+            for seg in self.plan():
+                if seg.index < position[0]:
                     continue
-                first = position[1] if si == position[0] else 0
-                self._run_stage(si, stage, new_levels, steps, boundaries, bar, first,
-                                opt_state if si == position[0] else None, done + time.time() - t0)
+                resumed = seg.index == position[0]
+                self._run_segment(seg, bar, position[1] if resumed else 0, opt_state if resumed else None,
+                                  done + time.time() - t0)
         finally:
             if bar is not None:
                 bar.close()
@@ -329,19 +265,18 @@ class Run:
         pos = st["position"]
         return (int(pos[0]), int(pos[1])), st["optimizer"], float(st["seconds"])
 
-    def _run_stage(self, si: int, stage: int, new_levels: list[int], steps: int, boundaries: dict, bar,
-                   first: int = 0, opt_state: dict | None = None, seconds: float = 0.0) -> None:
+    def _run_segment(self, seg: Segment, bar, first: int = 0, opt_state: dict | None = None,
+                     seconds: float = 0.0) -> None:
+        """Train one segment of the growth plan from its step ``first`` (0, or where a checkpoint
+        was taken, with that optimiser state), measuring where its stages end."""
         t, m = self.cfg.train, self.model
-        e2e = self.method.name == "e2e"
         t0 = time.time() - seconds
-        if first == 0:  # a resumed stage was set up before its checkpoint
-            self.stage = new_levels[0] if e2e else stage
-            for l in new_levels:
-                m.activate(l, t.init_std, self.gen)
-            if e2e:
-                m.warm = set(m.levels)  # no warm start in e2e: the K-W term is on from step 0
+        if first == 0:  # a resumed segment was set up before its checkpoint
+            self.stage = seg.first_stage
+            for l in seg.activate:
+                m.activate(l, t.init_std, self.gen, tied=not seg.warm_start)
             self.record("stage_start")
-        train_levels = self.method.trainable(m.active, stage)
+        train_levels = list(seg.trainable)
         params = [p for l in train_levels for p in m.layer_params(l)]
         if self.classify:
             params.append(m.offset)
@@ -351,17 +286,17 @@ class Run:
         opt = self._optimizer(params)
         if opt_state is not None:
             opt.load_state_dict(opt_state)
-        base_lr = t.lr
         every = self.checkpoint_every()
         # SVD warm start of the new level's K from its W (paper learner, PAPER_NOTES §4.2 step 3):
         # after warm_start_frac of the stage; 1.0 = at the stage's end (see _end_of_stage).
+        new = seg.activate[-1]
         warm_at = None
-        if not e2e and t.warm_start and t.warm_start_frac < 1 and m.layer(stage).W is not None:
-            warm_at = max(1, int(round(t.warm_start_frac * steps)))
+        if seg.warm_start and t.warm_start and t.warm_start_frac < 1 and m.layer(new).W is not None:
+            warm_at = max(1, int(round(t.warm_start_frac * seg.length)))
         n = self.x_tr.shape[0]
-        for i in range(first, steps):
+        for i in range(first, seg.length):
             for g in opt.param_groups:
-                g["lr"] = base_lr * lr_factor(t.schedule, i, steps, t.min_lr_frac)
+                g["lr"] = t.lr * lr_factor(t.schedule, i, seg.length, t.min_lr_frac)
             idx = torch.randint(n, (t.batch_size,), generator=self.gen).to(self.device)
             out = m(self.x_tr[idx])
             fit = self.task_loss(out, self.y_tr[idx])
@@ -380,22 +315,23 @@ class Run:
                 if self.step % 50 == 0:
                     bar.set_postfix(stage=self.stage, loss=f"{val:.2e}")
             if warm_at is not None and i + 1 == warm_at:
-                m.svd_warm_start(stage)  # then the K-W term ties K to W for the rest of the stage
-            if e2e and self.step in boundaries and self.step < steps:
-                self._end_of_stage(boundaries[self.step])
-                self.stage = boundaries[self.step] + 1
-            elif self.step % t.log_every == 0 and i < steps - 1:
+                m.svd_warm_start(new)  # then the K-W term ties K to W for the rest of the stage
+            ended = seg.end_at(i + 1)
+            if ended is not None and i + 1 < seg.length:  # a stage ending inside the segment (e2e)
+                self._end_of_stage(ended, seg)
+                self.stage = seg.stage_after(ended)
+            elif self.step % t.log_every == 0 and i < seg.length - 1:
                 self.record("periodic")
-            if self.out is not None and (i + 1) % every == 0 and i < steps - 1:
-                self.checkpoint((si, i + 1), opt, time.time() - t0)
-        self._end_of_stage(stage if not e2e else m.levels[-1])
+            if self.out is not None and (i + 1) % every == 0 and i < seg.length - 1:
+                self.checkpoint((seg.index, i + 1), opt, time.time() - t0)
+        self._end_of_stage(seg.ends[-1][1], seg)
         if self.out is not None:
-            self.checkpoint((si + 1, 0), None, time.time() - t0)
+            self.checkpoint((seg.index + 1, 0), None, time.time() - t0)
 
-    def _end_of_stage(self, level: int) -> None:
+    def _end_of_stage(self, level: int, seg: Segment) -> None:
         """Warm start (stage-wise paper learner), snapshot the level's weights, log 'stage_end'."""
         m = self.model
-        if self.method.name != "e2e" and self.cfg.train.warm_start and level not in m.warm:
+        if seg.warm_start and self.cfg.train.warm_start and level not in m.warm:
             m.svd_warm_start(level)
         self.ref[level] = [p.detach().clone() for p in m.weights(level)]
         saved_stage, self.stage = self.stage, level

@@ -13,7 +13,8 @@ import copy
 import torch
 
 from ..config import RunConfig
-from ..train import Run, make_data, parse_method
+from ..methods import parse_method
+from ..train import Run, make_data
 
 
 class DeepEstimator:

@@ -28,7 +28,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..config import ConfigError, TargetConfig
+from ..config import ConfigError, RunConfig, TargetConfig, apply_mapping, to_dict
+from ..methods import is_deep
+from .deep import DeepEstimator
 from .kernels import RBF, Polynomial, ReluNTK, learner_entk
 from .krr import KRR
 from .random_features import RandomFeatures
@@ -240,8 +242,6 @@ def make_estimator(name: str, options: dict | None = None, *, device: str = "cpu
     A deep training method (bfc | layerwise | window:K | e2e) gives a ``DeepEstimator``; its
     options are any subset of the run config (e.g. {"train": {"steps_per_stage": 2000}}).
     """
-    from ..sweep import is_deep
-
     if is_deep(name):
         return _deep(name, options or {}, device, int(seed), target)
     opts = resolve_options(name, options, target)
@@ -254,9 +254,6 @@ def make_estimator(name: str, options: dict | None = None, *, device: str = "cpu
 
 
 def _deep(name: str, options: dict, device: str, seed: int, target):
-    from ..config import RunConfig, apply_mapping, to_dict
-    from .deep import DeepEstimator
-
     if target is None:
         raise ConfigError(f"estimator '{name}': needs the target (make_estimator(..., target=target))")
     cfg = RunConfig()

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import seeds
 from ..config import ConfigError
 from ..safe_pickle import UnsafePickleError, load_data_pickle
 from .config import ImageDataConfig
@@ -144,7 +145,7 @@ def _subset(x: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarra
     """The first ``n`` of a fixed permutation (seed 0), the same for every run; 0 = all."""
     if n <= 0 or n >= len(y):
         return x, y
-    idx = np.random.default_rng(0).permutation(len(y))[:n]
+    idx = seeds.numpy_rng("image_subset").permutation(len(y))[:n]
     return x[idx], y[idx]
 
 

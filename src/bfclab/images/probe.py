@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import seeds
 from .config import ProbeConfig
 from .resnet import ResNet
 
@@ -36,7 +37,7 @@ def pooled_features(model: ResNet, x: torch.Tensor, depth: int, pool: int, devic
 
 def probe_subset(n: int, max_train: int) -> np.ndarray:
     """Indices of the probe-training images: a fixed permutation's first ``max_train``."""
-    return np.sort(np.random.default_rng(12345).permutation(n)[:max_train])
+    return np.sort(seeds.numpy_rng("image_probe").permutation(n)[:max_train])
 
 
 def fit_probe(f_train: np.ndarray, y_train: np.ndarray, f_test: np.ndarray, y_test: np.ndarray,

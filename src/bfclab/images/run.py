@@ -25,9 +25,12 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .. import seeds
 from ..config import to_dict
+from ..device import resolve_device
+from ..growth import Segment
 from ..results import append_jsonl, write_json
-from ..train import DivergenceError, lr_factor, resolve_device
+from ..methods import DivergenceError, lr_factor
 from . import augment, measure, probe, protocols
 from .config import ImageRunConfig, validate
 from .data import ImageData, load
@@ -37,7 +40,7 @@ from .resnet import ResNet
 def build_model(cfg: ImageRunConfig, data: ImageData) -> ResNet:
     """The ResNet for ``data``, initialised from ``cfg.seed`` without touching the global RNG."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(cfg.seed))
+        torch.manual_seed(seeds.seed_of("image_init", cfg.seed))
         return ResNet(data.dim, data.in_channels, data.num_classes, cfg.model)
 
 
@@ -54,7 +57,7 @@ class ImageRun:
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
         self.model = build_model(cfg, self.data).to(self.device)
-        self.gen = torch.Generator().manual_seed(1_000_003 * int(cfg.seed) + 7)
+        self.gen = seeds.generator("image_batches", cfg.seed)
         self.crop, self.flip = augment.resolve(cfg.data.augment, cfg.data.name)
         self.amp = cfg.train.amp and self.device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if self.amp and torch.cuda.is_bf16_supported() else torch.float16
@@ -109,7 +112,7 @@ class ImageRun:
         if self.progress:
             from tqdm import tqdm
 
-            total = sum(s.epochs for s in self.stages) * self.batches_per_epoch()
+            total = sum(s.length for s in self.stages) * self.batches_per_epoch()
             bar = tqdm(total=total, desc=f"{self.cfg.method} s{self.cfg.seed}", leave=False, dynamic_ncols=True)
         try:
             for stage in self.stages:
@@ -121,16 +124,18 @@ class ImageRun:
         final = self._final()
         return self.result(final, train_seconds, time.time() - t0)
 
-    def _run_stage(self, stage: protocols.Stage, bar) -> None:
+    def _run_stage(self, seg: Segment, bar) -> None:
+        """Train one segment of the growth plan (``seg.length`` epochs), measuring at its stage ends."""
         t, m = self.cfg.train, self.model
-        params = protocols.trainable_params(m, stage)
+        params = protocols.trainable_params(m, seg)
         opt = self._optimizer(params)
         scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
         nb, n, bs = self.batches_per_epoch(), self.x_train.shape[0], min(t.batch_size, self.x_train.shape[0])
-        steps = stage.epochs * nb
+        steps = seg.length * nb
         step = 0
-        for _ in range(stage.epochs):
-            protocols.train_mode(m, stage)
+        label = seg.first_stage  # the stage under way
+        for e in range(seg.length):
+            protocols.train_mode(m, seg)
             perm = torch.randperm(n, generator=self.gen).to(self.device)
             loss_sum = 0.0
             for i in range(nb):
@@ -140,10 +145,10 @@ class ImageRun:
                 x = augment.augment(self.x_train[idx], self.crop, self.flip, self.cfg.data.pad, self.gen)
                 ctx = torch.autocast("cuda", dtype=self.amp_dtype) if self.amp else nullcontext()
                 with ctx:
-                    loss = F.cross_entropy(m(x, stage.depth), self.y_train[idx])
+                    loss = F.cross_entropy(m(x, seg.top), self.y_train[idx])
                 val = float(loss.detach())
                 if not math.isfinite(val):
-                    raise DivergenceError(stage.index, self.epoch * nb + i, val)
+                    raise DivergenceError(label, self.epoch * nb + i, val)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
@@ -153,13 +158,14 @@ class ImageRun:
                 if bar is not None:
                     bar.update(1)
             self.epoch += 1
-            label = math.ceil(self.epoch / t.epochs_per_stage)
             self.record({"event": "epoch", "epoch": self.epoch, "stage": label, "lr": opt.param_groups[0]["lr"],
-                         "train_loss": loss_sum / nb, "test_acc": self.test_acc(stage.depth)})
+                         "train_loss": loss_sum / nb, "test_acc": self.test_acc(seg.top)})
             if bar is not None:
                 bar.set_postfix(stage=label, loss=f"{loss_sum / nb:.3f}")
-            if self.epoch % t.epochs_per_stage == 0:
-                self._stage_end(label, stage.depth)
+            ended = seg.end_at(e + 1)
+            if ended is not None:
+                self._stage_end(ended, seg.top)
+                label = seg.stage_after(ended)
 
     def _stage_end(self, b: int, depth: int) -> None:
         """Measurements at the end of stage ``b`` (``depth``: the network's current depth)."""
@@ -188,7 +194,7 @@ class ImageRun:
             "event": "final", "epoch": self.epoch, "test_acc": self.stage_ends[B]["test_acc"],
             "train_acc": self.stage_ends[B]["train_acc"],
             "probe": self.probe_blocks(B, list(range(1, B + 1))),
-            "revert": measure.revert_effect(m, self.refs, d.x_test, d.y_test, self.device, seed=int(self.cfg.seed)),
+            "revert": measure.revert_effect(m, self.refs, d.x_test, d.y_test, self.device, seed=seeds.seed_of("image_revert", self.cfg.seed)),
         }
         self.record(rec)
         return rec

@@ -1,0 +1,36 @@
+"""A baseline run: fit a non-hierarchical estimator on the split every method sees and write its
+result folder (PAPER_NOTES §6, §7.3 A.5) — what :func:`bfclab.train.train` is for the deep methods."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .. import metrics as M
+from ..config import RunConfig, to_dict
+from ..device import resolve_device
+from ..results import write_json
+from ..target import Target
+from ..train import make_data
+from .registry import make_estimator
+
+
+def run_baseline(method: str, options: dict, cfg: RunConfig, out: Path) -> dict:
+    """Fit baseline ``method`` (with ``options``) on ``make_data``'s split of ``cfg``'s target;
+    write ``config.json`` and ``result.json`` into ``out``; return the result."""
+    write_json(out / "config.json", {**to_dict(cfg), "baseline": options})
+    target = Target.from_config(cfg.target)
+    x, y, xt, yt = make_data(target, cfg.data, cfg.seed)
+    t0 = time.time()
+    est = make_estimator(method, options, device=str(resolve_device(cfg.train.device)), seed=cfg.seed, target=target)
+    est.fit(x, y)
+    res = {
+        "method": method, "seed": cfg.seed,
+        "test_nmse": M.nmse(est.predict(xt).cpu(), yt), "train_nmse": M.nmse(est.predict(x).cpu(), y),
+        "seconds": time.time() - t0, "config": to_dict(cfg), "baseline": options,
+    }
+    for attr in ("chosen", "info"):
+        if hasattr(est, attr):
+            res[attr] = getattr(est, attr)
+    write_json(out / "result.json", res)
+    return res

@@ -1,0 +1,82 @@
+"""Named random streams: every seeded draw in bfclab comes from one of these (PAPER_NOTES §9).
+
+A stream maps a user-facing seed (the run's ``seed``, or the target's ``target.seed``) to the
+integer that seeds one ``torch.Generator`` / ``numpy`` generator, as ``multiplier * seed +
+offset``.  Different streams of one seed never share a generator, so changing how many numbers
+one consumer draws (a wider learner, more training samples) leaves every other draw unchanged.
+The multipliers are distinct primes and the offsets keep the streams of seeds 0, 1, 2, ...
+apart; their values are the ones bfclab has always used, so stored results reproduce.
+
+==================  ============  ======================================================
+stream              seeded by     draws
+==================  ============  ======================================================
+target              target.seed   the target's weights, then its Monte-Carlo normalisation
+train_data          run seed      the training inputs x ~ N(0, I_d) and label noise
+test_data           target.seed   the test inputs (shared by every run on one target)
+learner_init        run seed      the learner's fixed random lifts R_j and its scales
+batches             run seed      new-level initialisation and the SGD mini-batches
+image_init          run seed      the ResNet's initial weights (images experiment)
+image_batches       run seed      epoch permutations and augmentation (images experiment)
+image_subset        (fixed)       which examples of a data set are kept (``data.n_train``)
+image_probe         (fixed)       the training subset the linear probes are fitted on
+image_revert        run seed      the random perturbations of the "revert" measurement
+entk_init           run seed      the learner at init whose empirical NTK is a baseline
+krr_select          run seed      the sub-sample on which KRR selects its ridge
+ridge_split         run seed      a ridge solver's fit/validation split
+rf_split            run seed      the random-feature ridge's fit/validation split
+baseline_init       run seed      random features, two-layer network weights and batches
+sample_reference    (fixed)       the sample on which the sample-complexity study measures
+==================  ============  ======================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Stream:
+    multiplier: int
+    offset: int
+    doc: str
+
+    def __call__(self, seed: int = 0) -> int:
+        return self.multiplier * int(seed) + self.offset
+
+
+STREAMS: dict[str, Stream] = {
+    "target": Stream(1, 0, "target weights and Monte-Carlo normalisation"),
+    "train_data": Stream(7919, 11, "training inputs and label noise"),
+    "test_data": Stream(1, 2_000_000_011, "test inputs (of the target's seed)"),
+    "learner_init": Stream(10_007, 17, "the learner's lifts and scales"),
+    "batches": Stream(1_000_003, 1, "new-level initialisation and mini-batches"),
+    "image_init": Stream(1, 0, "ResNet initial weights"),
+    "image_batches": Stream(1_000_003, 7, "epoch permutations and augmentation"),
+    "image_subset": Stream(0, 0, "the kept examples of a data set"),
+    "image_probe": Stream(0, 12345, "the linear probes' training subset"),
+    "image_revert": Stream(1, 0, "the revert measurement's random perturbations"),
+    "entk_init": Stream(1, 1, "the learner whose empirical NTK is a baseline"),
+    "krr_select": Stream(1, 1, "KRR's ridge-selection sub-sample"),
+    "ridge_split": Stream(1, 0, "a ridge solver's fit/validation split"),
+    "rf_split": Stream(1, 1, "the random-feature ridge's fit/validation split"),
+    "baseline_init": Stream(1, 0, "random features, two-layer weights and batches"),
+    "sample_reference": Stream(0, 123, "the sample-complexity study's reference sample"),
+}
+
+
+def seed_of(stream: str, seed: int = 0) -> int:
+    """The integer that seeds ``stream`` for the user-facing ``seed``."""
+    return STREAMS[stream](seed)
+
+
+def generator(stream: str, seed: int = 0) -> torch.Generator:
+    """A fresh CPU ``torch.Generator`` for ``stream`` (never the global generator)."""
+    return torch.Generator().manual_seed(seed_of(stream, seed))
+
+
+def numpy_rng(stream: str, seed: int = 0) -> np.random.Generator:
+    """A fresh ``numpy`` generator for ``stream``."""
+    return np.random.default_rng(seed_of(stream, seed))
