@@ -1,9 +1,11 @@
 """Non-hierarchical baselines (PAPER_NOTES §6): the exact KRR solver, ridge selection, the memory
 check, the primal/dual equivalence, the registry, and every estimator on an easy target."""
 
+import dataclasses
 import json
 import math
 import re
+import typing
 
 import pytest
 import torch
@@ -291,8 +293,10 @@ def test_registry_errors_name_the_field():
         make_estimator("svm", {})
     with pytest.raises(ConfigError, match="estimator 'krr-rbf': unknown option 'degree'; accepted: lengthscale"):
         make_estimator("krr-rbf", {"degree": 3})
-    with pytest.raises(ConfigError, match="option 'width': expected an integer > 0"):
+    with pytest.raises(ConfigError, match="estimator 'twolayer-relu' option 'width': must be > 0, got 0"):
         make_estimator("twolayer-relu", {"width": 0})
+    with pytest.raises(ConfigError, match="estimator 'twolayer-relu' option 'width': expected an integer, got 'x'"):
+        make_estimator("twolayer-relu", {"width": "x"})
     with pytest.raises(ConfigError, match="option 'pass_up': unknown 'all'; accepted: eig, output"):
         make_estimator("seqkernel", {"pass_up": "all"})
     with pytest.raises(ConfigError, match="'krr-entk': needs the target"):
@@ -307,6 +311,121 @@ def test_registry_defaults_follow_the_target():
     assert (seq.L, seq.k) == (3, 3)
     est = make_estimator("krr-poly", {"ridge": "1e-3", "ridge_grid": "[0.1, 1]", "dtype": "float64"})
     assert est.ridge == 1e-3 and est.ridge_grid == [0.1, 1.0] and est.dtype == F64
+    est = make_estimator("krr-poly", {"ridge": "null", "degree": "3", "c": "0"})
+    assert est.ridge is None and est.kernel.degree == 3 and est.kernel.c == 0.0
+    assert make_estimator("twolayer-relu", {"progress": "null"}).progress is None
+    assert make_estimator("twolayer-relu", {"progress": "true"}).progress is True
+
+
+# ---- one option system: the registry's options are checked by bfclab.config ------------------------
+
+
+def _limits(name: str) -> dict[str, tuple[dict, bool, bool]]:
+    """option -> (its metadata, integer?, a list?) for every option of ``name`` that has a limit."""
+    cls = ESTIMATORS[name].options
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        md = dict(f.metadata)
+        if set(md) & {"gt", "ge", "lt", "le", "choices", "nonempty"}:
+            typ = hints[f.name]
+            args = typing.get_args(typ)
+            out[f.name] = (md, typ is int or int in args, typing.get_origin(typ) is list)
+    return out
+
+
+def _outside_inside(md: dict, integer: bool) -> list[tuple]:
+    """(a value just outside, one just inside) for each bound; a wrong and a right choice."""
+    def step(v, d):
+        return v + d if integer else math.nextafter(v, d * math.inf)
+
+    pairs = []
+    if "choices" in md:
+        pairs.append(("not-a-choice", md["choices"][-1]))
+    if "gt" in md:
+        pairs.append((md["gt"], step(md["gt"], 1)))
+    if "ge" in md:
+        pairs.append((step(md["ge"], -1), md["ge"]))
+    if "lt" in md:
+        pairs.append((md["lt"], step(md["lt"], -1)))
+    if "le" in md:
+        pairs.append((step(md["le"], 1), md["le"]))
+    return pairs
+
+
+OPTION_CASES = [(name, key, bad, good, is_list) for name in ESTIMATORS
+                for key, (md, integer, is_list) in _limits(name).items()
+                for bad, good in _outside_inside(md, integer)]
+TGT_SMALL = dict(d=6, L=3, widths=[2], mc_samples=1000)
+
+
+def test_every_estimator_option_has_a_limit():
+    """Every option but ``progress`` (true, false or null: nothing to bound) declares what it accepts."""
+    for name, spec in ESTIMATORS.items():
+        names = {f.name for f in dataclasses.fields(spec.options)}
+        assert set(_limits(name)) == names - {"progress"}, name
+        assert list(default_options(name)) == [f.name for f in dataclasses.fields(spec.options)]
+
+
+@pytest.mark.parametrize("name, key, bad, good, is_list", OPTION_CASES, ids=lambda v: str(v))
+def test_option_just_outside_its_limit_is_refused(name, key, bad, good, is_list):
+    from bfclab.baselines.registry import resolve_options
+
+    tgt = Target.from_config(TargetConfig(**TGT_SMALL))
+    wrap = (lambda v: [v]) if is_list else (lambda v: v)
+    with pytest.raises(ConfigError) as info:
+        make_estimator(name, {key: wrap(bad)}, target=tgt)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(f"estimator '{name}' option '{key}': "), msg
+    shown = float(bad) if isinstance(bad, int) and isinstance(good, float) else bad  # a float option shows 0 as 0.0
+    assert (f"unknown {bad!r}; accepted: " in msg) if bad == "not-a-choice" else msg.endswith(f"got {wrap(shown)!r}"), msg
+    assert resolve_options(name, {key: wrap(good)}, tgt)[key] == wrap(good)  # the bound itself, or one step in
+
+
+@pytest.mark.parametrize("name, key, bad, message", [
+    ("krr-poly", "degree", 0, "must be > 0, got 0"),
+    ("krr-poly", "c", -0.5, "must be >= 0, got -0.5"),
+    ("krr-rbf", "mem_fraction", "inf", "must be a finite number, got inf"),
+    ("krr-rbf", "mem_fraction", 1.5, "must be in (0, 1], got 1.5"),
+    ("krr-ntk-relu", "select_n", 3, "must be >= 4, got 3"),
+    ("krr-entk", "learner_kind", "deep", "unknown 'deep'; accepted: simple, paper"),
+    ("rf-relu", "val_frac", 1, "must be in (0, 1), got 1.0"),
+    ("rf-quad", "ridge_grid", "[1e-3, 0]", "entries must be > 0, got [0.001, 0.0]"),
+    ("rf-quad", "ridge_grid", [], "must be a non-empty list, got []"),
+    ("rf-quad", "solver", "qr", "unknown 'qr'; accepted: auto, primal, dual"),
+    ("twolayer-quad", "lr", "nan", "must be a finite number, got nan"),
+    ("twolayer-quad", "steps", 2.5, "expected an integer, got 2.5"),
+    ("twolayer-relu", "ridge", 1, None),  # not an option of a network
+    ("seqkernel", "L", 1, "must be >= 2, got 1"),
+    ("seqkernel", "ridge", "0", "must be > 0, got 0.0"),
+    ("seqkernel", "ridge", "x", "expected a number or null, got 'x'"),
+])
+def test_option_messages(name, key, bad, message):
+    """One line in the run config's words, after ``estimator 'NAME' option 'KEY':``; the sweep's
+    ``baseline:`` section gives the same (bfclab.sweep calls resolve_options)."""
+    from bfclab.baselines.registry import resolve_options
+
+    with pytest.raises(ConfigError) as info:
+        resolve_options(name, {key: bad})
+    if message is None:
+        assert str(info.value).startswith(f"estimator '{name}': unknown option '{key}'; accepted: ")
+    else:
+        assert str(info.value) == f"estimator '{name}' option '{key}': {message}"
+
+
+def test_constructors_do_not_check_the_options_again():
+    """The limits live in the option dataclasses only: every builder takes values outside them
+    without raising (a constructor that re-checked one would raise here).  krr-entk's ``m`` and
+    ``learner_kind`` go into a LearnerConfig, which the learner checks as a run config."""
+    tgt = Target.from_config(TargetConfig(**TGT_SMALL))
+    tried = 0
+    for name, key, bad, good, is_list in OPTION_CASES:
+        if bad == "not-a-choice" or (name, key) in {("krr-entk", "m"), ("krr-entk", "learner_kind")}:
+            continue
+        opts = {**default_options(name, tgt), key: [bad] if is_list else bad}
+        ESTIMATORS[name].build(name, opts, "cpu", 0, tgt)
+        tried += 1
+    assert tried > 40
 
 
 SMALL = {

@@ -6,8 +6,16 @@ a readable default, that can be overridden from a YAML/JSON file holding any sub
 nested keys and from ``--section.key value`` pairs on the command line.  The resolved config is
 written to every run directory as ``config.json``.
 
+It is the one option system of bfclab: the run config, the image-run config
+(:mod:`bfclab.images.config`) and the estimator options (:mod:`bfclab.baselines.registry`) are
+all dataclasses whose fields carry their limits in metadata (:func:`opt`: ``gt``/``ge``/``lt``/``le``,
+``choices``, ``nonempty``, ``inf``), are filled by :func:`apply_mapping` / :func:`set_key` (values
+coerced to the annotated type, CLI strings parsed) and checked by :func:`check_finite` and
+:func:`check_limits`.  Cross-field rules stay explicit code in the validators.
+
 Every invalid input raises :class:`ConfigError` whose message is one line naming the field and
-what is accepted; the CLI prints it without a traceback.
+what is accepted; the CLI prints it without a traceback.  How the key is named is a
+:class:`Keys` (``config key 'train.lr'``; the registry names ``estimator 'krr-poly' option 'degree'``).
 """
 
 from __future__ import annotations
@@ -15,14 +23,37 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 class ConfigError(ValueError):
     """A one-line, user-facing message about a bad config key or value."""
+
+
+def opt(default: Any = dataclasses.MISSING, *, factory: Callable[[], Any] | None = None,
+        gt: float | None = None, ge: float | None = None, lt: float | None = None, le: float | None = None,
+        choices: Any = None, nonempty: bool = False, inf: bool = False, **meta: Any) -> Any:
+    """A dataclass field whose accepted values live in its metadata.
+
+    ``gt``/``ge``/``lt``/``le``: bounds (for a list, on every entry); ``choices``: the accepted
+    values; ``nonempty``: a list needs at least one entry (all read by :func:`check_limits`);
+    ``inf``: +inf is accepted (read by :func:`check_finite`).  ``factory`` builds a mutable
+    default; ``meta`` adds other metadata (e.g. the registry's target-dependent defaults).
+    """
+    limits = {"gt": gt, "ge": ge, "lt": lt, "le": le, "choices": None if choices is None else tuple(choices)}
+    md = {k: v for k, v in limits.items() if v is not None}
+    if nonempty:
+        md["nonempty"] = True
+    if inf:
+        md["inf"] = True
+    md.update(meta)
+    if factory is not None:
+        return field(default_factory=factory, metadata=md)
+    return field(default=default, metadata=md)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -39,15 +70,15 @@ class TargetConfig:
     ``alphas`` (one per level 2..L) wins over the gap ratio ``rho`` (alpha_l = rho^(l-2)).
     """
 
-    d: int = 32
-    L: int = 4
+    d: int = opt(32, gt=0)
+    L: int = opt(4, ge=2, le=10)  # levels 2..L; at most 10 (output degree 512)
     widths: list = field(default_factory=lambda: [4])
     conn: Any = "chain+input"
     alphas: Any = None
     rho: float = 0.3
-    kappa: float = 2.0
+    kappa: float = opt(2.0, ge=1)
     center: bool = True
-    mc_samples: int = 200_000
+    mc_samples: int = opt(200_000, ge=100)
     seed: int = 0
 
 
@@ -55,10 +86,10 @@ class TargetConfig:
 class DataConfig:
     """Samples and labels (PAPER_NOTES §2.8): regression or sign-around-the-median labels."""
 
-    n_train: int = 20_000
-    n_test: int = 20_000
-    task: str = "regression"
-    label_noise: float = 0.0
+    n_train: int = opt(20_000, ge=2)
+    n_test: int = opt(20_000, ge=2)
+    task: str = opt("regression", choices=("regression", "classification"))
+    label_noise: float = opt(0.0, ge=0)  # classification: a flip probability, at most 0.5 (train.validate)
 
 
 @dataclass
@@ -71,10 +102,10 @@ class LearnerConfig:
     quadratic forms).  ``B``: truncation of the square (inf = plain square).
     """
 
-    kind: str = "simple"
-    m: int = 64
-    lift: Any = None
-    B: float = math.inf
+    kind: str = opt("simple", choices=("simple", "paper"))
+    m: int = opt(64, gt=0)
+    lift: int | None = opt(None, gt=0)
+    B: float = opt(math.inf, gt=0, inf=True)
     trunc_lift: bool = False
     lift_center: bool = True
     learn_scales: bool = True
@@ -87,23 +118,23 @@ class TrainConfig:
     every method; ``e2e`` spends it in one stage.  ``checkpoint_every``: steps between the full
     checkpoints a run with an output folder writes for ``--resume`` (0 = four per stage)."""
 
-    steps_per_stage: int = 8000
-    batch_size: int = 512
-    optimizer: str = "adam"
-    lr: float = 1e-2
-    momentum: float = 0.9
-    schedule: str = "cosine"
-    min_lr_frac: float = 0.01
-    clip: float = 1.0
-    init_std: float = 0.01
-    lam_kw: float = 1.0
-    lam_k: float = 0.0
-    lam_w: float = 1e-4
+    steps_per_stage: int = opt(8000, gt=0)
+    batch_size: int = opt(512, gt=0, le=1_000_000)
+    optimizer: str = opt("adam", choices=("adam", "sgd"))
+    lr: float = opt(1e-2, gt=0)
+    momentum: float = opt(0.9, ge=0, lt=1)
+    schedule: str = opt("cosine", choices=("cosine", "linear", "constant"))
+    min_lr_frac: float = opt(0.01, ge=0, le=1)
+    clip: float = opt(1.0, ge=0)
+    init_std: float = opt(0.01, ge=0)
+    lam_kw: float = opt(1.0, ge=0)
+    lam_k: float = opt(0.0, ge=0)
+    lam_w: float = opt(1e-4, ge=0)
     warm_start: bool = True
-    warm_start_frac: float = 1.0
-    log_every: int = 250
+    warm_start_frac: float = opt(1.0, gt=0, le=1)
+    log_every: int = opt(250, gt=0)
     checkpoint_every: int = 0
-    diverge_factor: float = 1e4
+    diverge_factor: float = opt(1e4, gt=0)
     device: str = "cpu"
 
 
@@ -128,13 +159,42 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def _coerce(value: Any, typ: Any, name: str) -> Any:
-    """Coerce ``value`` (possibly a CLI string) to the annotated type ``typ``."""
+class Keys:
+    """How a message names a key: ``config key 'train.lr'`` (the registry's ``EstimatorKeys``
+    names ``estimator 'krr-poly' option 'degree'``)."""
+
+    def key(self, dotted: str) -> str:
+        return f"config key '{dotted}'"
+
+    def unknown(self, dotted: str, where: str, accepted: list[str] | None) -> str:
+        """``where`` holds the section (``accepted``: its keys) or, with ``accepted`` None, the problem."""
+        if accepted is None:
+            return f"unknown config key '{dotted}': {where}"
+        return f"unknown config key '{dotted}': {where} accepts {', '.join(sorted(accepted))}"
+
+
+CONFIG_KEYS = Keys()
+
+
+def _is_null(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null"))
+
+
+def _coerce(value: Any, typ: Any, name: str, keys: Keys = CONFIG_KEYS, nullable: bool = False) -> Any:
+    """Coerce ``value`` (possibly a CLI string) to the annotated type ``typ``: bool, int, float,
+    str, list or ``list[T]`` (entries coerced), ``T | None`` (none/null -> None), Any."""
+    where = keys.key(name)
+    orn = " or null" if nullable else ""
     if typ is Any:
         if isinstance(value, str):
             return _parse_literal(value)
         return value
-    origin = typing.get_origin(typ)
+    origin, args = typing.get_origin(typ), typing.get_args(typ)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        if _is_null(value):
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0] if len(inner) == 1 else Any, name, keys, nullable=True)
     if typ is bool:
         if isinstance(value, bool):
             return value
@@ -142,58 +202,116 @@ def _coerce(value: Any, typ: Any, name: str) -> Any:
             return True
         if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
             return False
-        raise ConfigError(f"config key '{name}': expected true or false, got {value!r}")
+        raise ConfigError(f"{where}: expected true or false{orn}, got {value!r}")
     if typ is int:
         if isinstance(value, bool):
-            raise ConfigError(f"config key '{name}': expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: expected an integer{orn}, got {value!r}")
         try:
             f = float(value)
         except OverflowError:  # an integer too large for a float: not a usable count either
-            raise ConfigError(f"config key '{name}': expected an integer, got one too large for a float") from None
+            raise ConfigError(f"{where}: expected an integer, got one too large for a float") from None
         except (TypeError, ValueError):
-            raise ConfigError(f"config key '{name}': expected an integer, got {value!r}") from None
+            raise ConfigError(f"{where}: expected an integer{orn}, got {value!r}") from None
         if not math.isfinite(f) or f != int(f):
-            raise ConfigError(f"config key '{name}': expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: expected an integer{orn}, got {value!r}")
         return int(f)
     if typ is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number{orn}, got {value!r}")
         try:
             return float(value)
         except OverflowError:
-            raise ConfigError(f"config key '{name}': expected a finite number, got one too large for a float") from None
+            raise ConfigError(f"{where}: expected a finite number, got one too large for a float") from None
         except (TypeError, ValueError):
-            raise ConfigError(f"config key '{name}': expected a number, got {value!r}") from None
+            raise ConfigError(f"{where}: expected a number{orn}, got {value!r}") from None
     if typ is str:
         if not isinstance(value, (str, int, float)):
-            raise ConfigError(f"config key '{name}': expected a string, got {value!r}")
+            raise ConfigError(f"{where}: expected a string{orn}, got {value!r}")
         return str(value)
     if typ is list or origin is list:
         if isinstance(value, str):
             value = _parse_literal(value)
-        if isinstance(value, (int, float)):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = [value]
         if not isinstance(value, list):
-            raise ConfigError(f"config key '{name}': expected a list, got {value!r}")
-        return value
+            raise ConfigError(f"{where}: expected a list{orn}, got {value!r}")
+        return [_coerce(v, args[0], name, keys) for v in value] if args else value
     return value
 
 
-def check_finite(cfg: Any, allow_inf: tuple[str, ...] = ()) -> None:
-    """Every number in the config (lists included) is finite; ``allow_inf`` names the keys where
-    +inf has a meaning (e.g. ``learner.B``: no truncation).  NaN is never accepted."""
+def check_finite(cfg: Any, allow_inf: tuple[str, ...] = (), keys: Keys = CONFIG_KEYS, prefix: str = "") -> None:
+    """Every number in the config (lists included) is finite; +inf is accepted where it has a
+    meaning: fields declared with ``opt(..., inf=True)`` (e.g. ``learner.B``: no truncation) and
+    the keys named in ``allow_inf``.  NaN is never accepted."""
 
-    def walk(obj: Any, key: str) -> None:
+    def walk(obj: Any, key: str, inf_ok: bool) -> None:
         if isinstance(obj, dict):
             for k, v in obj.items():
-                walk(v, f"{key}.{k}" if key else str(k))
+                walk(v, f"{key}.{k}", f"{key}.{k}" in allow_inf)
         elif isinstance(obj, (list, tuple)):
             for v in obj:
-                walk(v, key)
-        elif isinstance(obj, float) and not math.isfinite(obj):
-            if not (obj == math.inf and key in allow_inf):
-                ok = "a finite number or inf" if key in allow_inf else "a finite number"
-                raise ConfigError(f"config key '{key}': must be {ok}, got {obj}")
+                walk(v, key, inf_ok)
+        elif isinstance(obj, float) and not math.isfinite(obj) and not (obj == math.inf and inf_ok):
+            ok = "a finite number or inf" if inf_ok else "a finite number"
+            raise ConfigError(f"{keys.key(key)}: must be {ok}, got {obj}")
 
-    walk(to_dict(cfg), "")
+    for f in dataclasses.fields(cfg):
+        key, value = f"{prefix}{f.name}", getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check_finite(value, allow_inf, keys, f"{key}.")
+        else:
+            walk(value, key, key in allow_inf or bool(f.metadata.get("inf")))
+
+
+def _bounds(md: Any) -> str | None:
+    """The bounds of a field's metadata as text: "> 0", "<= 1", "in (0, 1]"; None without bounds."""
+    lo = ("(", md["gt"]) if "gt" in md else ("[", md["ge"]) if "ge" in md else None
+    hi = (")", md["lt"]) if "lt" in md else ("]", md["le"]) if "le" in md else None
+    if lo and hi:
+        return f"in {lo[0]}{lo[1]}, {hi[1]}{hi[0]}"
+    if lo:
+        return f"{'>' if lo[0] == '(' else '>='} {lo[1]}"
+    if hi:
+        return f"{'<' if hi[0] == ')' else '<='} {hi[1]}"
+    return None
+
+
+def _within(v: Any, md: Any) -> bool:
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    return (("gt" not in md or v > md["gt"]) and ("ge" not in md or v >= md["ge"])
+            and ("lt" not in md or v < md["lt"]) and ("le" not in md or v <= md["le"]))
+
+
+def limit_problem(value: Any, md: Any) -> str | None:
+    """What is wrong with ``value`` under a field's metadata (see :func:`opt`), or None.  None
+    (an optional field left out) is never checked."""
+    if value is None:
+        return None
+    if "choices" in md and value not in md["choices"]:
+        return f"unknown {value!r}; accepted: {', '.join(str(c) for c in md['choices'])}"
+    if md.get("nonempty") and isinstance(value, list) and not value:
+        return "must be a non-empty list, got []"
+    bounds = _bounds(md)
+    if bounds is None:
+        return None
+    if isinstance(value, list):
+        return None if all(_within(v, md) for v in value) else f"entries must be {bounds}, got {value!r}"
+    return None if _within(value, md) else f"must be {bounds}, got {value!r}"
+
+
+def check_limits(cfg: Any, prefix: str = "", keys: Keys = CONFIG_KEYS) -> None:
+    """Every field of the dataclass ``cfg`` (nested sections too, named ``section.key``) lies in
+    the limits of its metadata (:func:`opt`); else one line naming the key and what is accepted,
+    e.g. ``config key 'train.lr': must be > 0, got -1.0``."""
+    for f in dataclasses.fields(cfg):
+        key, value = f"{prefix}{f.name}", getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check_limits(value, f"{key}.", keys)
+            continue
+        problem = limit_problem(value, f.metadata)
+        if problem:
+            raise ConfigError(f"{keys.key(key)}: {problem}")
 
 
 def _parse_literal(text: str) -> Any:
@@ -217,39 +335,37 @@ def _resolve_hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def set_key(cfg: Any, dotted: str, value: Any) -> None:
+def set_key(cfg: Any, dotted: str, value: Any, keys: Keys = CONFIG_KEYS) -> None:
     """Set ``section.key`` (or a top-level key) on a nested dataclass, coercing the value."""
     parts = dotted.split(".")
     obj = cfg
     for i, part in enumerate(parts):
         fields = _fields(type(obj))
         if part not in fields:
-            where = ".".join(parts[:i]) or "the top level"
-            accepted = ", ".join(sorted(fields))
-            raise ConfigError(f"unknown config key '{dotted}': {where} accepts {accepted}")
+            raise ConfigError(keys.unknown(dotted, ".".join(parts[:i]) or "the top level", list(fields)))
         if i == len(parts) - 1:
             hints = _resolve_hints(type(obj))
             current = getattr(obj, part)
             if dataclasses.is_dataclass(current):
                 if not isinstance(value, dict):
-                    raise ConfigError(f"config key '{dotted}': expected a mapping of sub-keys")
+                    raise ConfigError(f"{keys.key(dotted)}: expected a mapping of sub-keys")
                 for k, v in value.items():
-                    set_key(cfg, f"{dotted}.{k}", v)
+                    set_key(cfg, f"{dotted}.{k}", v, keys)
                 return
-            setattr(obj, part, _coerce(value, hints[part], dotted))
+            setattr(obj, part, _coerce(value, hints[part], dotted, keys))
             return
         obj = getattr(obj, part)
         if not dataclasses.is_dataclass(obj):
-            raise ConfigError(f"unknown config key '{dotted}': '{part}' has no sub-keys")
+            raise ConfigError(keys.unknown(dotted, f"'{part}' has no sub-keys", None))
 
 
-def apply_mapping(cfg: Any, mapping: dict, prefix: str = "") -> None:
+def apply_mapping(cfg: Any, mapping: dict, prefix: str = "", keys: Keys = CONFIG_KEYS) -> None:
     """Apply a nested mapping (from a YAML/JSON file) of any subset of the config's keys."""
     if not isinstance(mapping, dict):
         raise ConfigError("config file: expected a mapping of keys at the top level")
     for key, value in mapping.items():
         dotted = f"{prefix}{key}"
-        set_key(cfg, dotted, value)
+        set_key(cfg, dotted, value, keys)
 
 
 def load_file(path: str | Path) -> dict:

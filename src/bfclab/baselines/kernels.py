@@ -46,6 +46,10 @@ from torch import nn
 
 Prepared = tuple  # of tensors, each with the rows of x as its leading dimension
 
+# The kernels' parameters are checked where the estimator options are parsed (the kernel option
+# classes of ``bfclab.baselines.registry``: degree > 0, c >= 0, lengthscale > 0, bias >= 0,
+# init_std > 0), not in the constructors below.
+
 
 def rows(prep: Prepared, a: int, b: int) -> Prepared:
     """Rows a:b of every tensor of a prepared tuple."""
@@ -102,10 +106,6 @@ class Polynomial(Kernel):
     name = "poly"
 
     def __init__(self, degree: int = 8, c: float = 1.0):
-        if int(degree) != degree or degree < 1:
-            raise ValueError(f"degree must be a positive integer, got {degree!r}")
-        if c < 0:
-            raise ValueError(f"c must be >= 0 (a PSD kernel), got {c!r}")
         self.degree, self.c = int(degree), float(c)
 
     def prepare(self, x: torch.Tensor) -> Prepared:
@@ -128,8 +128,6 @@ class RBF(Kernel):
     name = "rbf"
 
     def __init__(self, lengthscale: float = 1.0):
-        if not lengthscale > 0:
-            raise ValueError(f"lengthscale must be positive, got {lengthscale!r}")
         self.lengthscale = float(lengthscale)
 
     def prepare(self, x: torch.Tensor) -> Prepared:
@@ -175,8 +173,6 @@ class ReluNTK(Kernel):
     name = "ntk-relu"
 
     def __init__(self, bias: float = 1.0):
-        if bias < 0:
-            raise ValueError(f"bias must be >= 0, got {bias!r}")
         self.bias = float(bias)
 
     def prepare(self, x: torch.Tensor) -> Prepared:
@@ -277,8 +273,6 @@ def learner_entk(target, *, kind: str = "simple", m: int = 64, init_std: float =
     from ..config import LearnerConfig
     from ..learner import Learner
 
-    if not init_std > 0:
-        raise ValueError(f"init_std must be positive, got {init_std!r}")
     model = Learner(target.d, target.widths, target.conn, target.alphas,
                     LearnerConfig(kind=kind, m=m), seed=seed)
     gen = torch.Generator().manual_seed(int(seed) + 1)

@@ -30,7 +30,6 @@ default).  Predictions come back as CPU float64 tensors, like the labels of ``ma
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from typing import Sequence
@@ -39,7 +38,7 @@ import torch
 
 from ..config import ConfigError
 from .kernels import Kernel, rows
-from .ridge import DEFAULT_GRID, check_grid, choose, holdout_errors, resolve_dtype, ridge_floor, spd_solve, split
+from .ridge import DEFAULT_GRID, choose, grid_values, holdout_errors, resolve_dtype, ridge_floor, spd_solve, split
 from .tiled import TiledSymmetric
 
 GiB = 2**30
@@ -116,6 +115,7 @@ def check_memory(n: int, d: int, kernel: Kernel, dtype: torch.dtype, device: tor
 
 class KRR:
     """Exact kernel ridge regression with a blocked in-place Cholesky solve (module docstring).
+    The options' limits are checked where they are parsed (``registry.KRROptions``), not here.
 
     ``ridge``: a fixed normalised ridge lam, or None to choose it from ``ridge_grid`` on a
     validation split of a ``select_n`` sub-sample.  After ``fit``: ``alpha_`` (dual
@@ -128,13 +128,9 @@ class KRR:
                  select_n: int = 4000, val_frac: float = 0.25, dtype: str = "float32",
                  device: str | torch.device = "cpu", block_size: int = 2048, mem_fraction: float = 0.9,
                  seed: int = 0, name: str | None = None):
-        if ridge is not None and not (math.isfinite(ridge) and ridge > 0):
-            raise ValueError(f"ridge must be a positive number or None, got {ridge!r}")
-        if select_n < 4 or block_size < 1 or not 0 < mem_fraction <= 1:
-            raise ValueError("select_n >= 4, block_size >= 1 and 0 < mem_fraction <= 1 are required")
         self.kernel = kernel
         self.ridge = ridge
-        self.ridge_grid = check_grid(ridge_grid)
+        self.ridge_grid = grid_values(ridge_grid)
         self.select_n, self.val_frac = int(select_n), float(val_frac)
         self.dtype = resolve_dtype(dtype)
         self.device = torch.device(device)

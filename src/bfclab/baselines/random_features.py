@@ -47,7 +47,8 @@ class RandomFeatureMap:
 
 
 class RandomFeatures:
-    """Random-features ridge regression (``quad`` or ``relu`` features, module docstring).
+    """Random-features ridge regression (``quad`` or ``relu`` features, module docstring).  The
+    options' limits are checked where they are parsed (``registry.RFOptions``), not here.
 
     After ``fit``: ``ridge_`` (normalised ridge used), ``selection_`` (grid, validation MSEs) and
     ``info`` (both as one JSON-able dict).
@@ -60,8 +61,6 @@ class RandomFeatures:
                  solver: str = "auto", seed: int = 0, name: str | None = None):
         if features not in FEATURES:
             raise ValueError(f"features must be one of {', '.join(FEATURES)}, got {features!r}")
-        if n_features < 1 or bias < 0:
-            raise ValueError("n_features >= 1 and bias >= 0 are required")
         self.features, self.n_features, self.bias = features, int(n_features), float(bias)
         self.ridge, self.ridge_grid, self.val_frac = ridge, ridge_grid, val_frac
         self.dtype = resolve_dtype(dtype)

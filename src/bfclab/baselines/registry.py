@@ -15,20 +15,24 @@ twolayer-quad/-relu two-layer network trained by Adam/SGD
 seqkernel           degree-2 kernel regression applied level by level on residuals
 ==================  ==============================================================================
 
-Defaults that depend on the target (degree, L, k) are taken from ``target`` when it is given and
-from the default target (d = 32, L = 4, width 4: ``bfclab.config.TargetConfig``) otherwise.  An
-unknown name, an unknown option or a bad value raises :class:`bfclab.config.ConfigError` with
-one line naming the field and what is accepted.
+Each family's options are a dataclass (``KRROptions`` with a kernel's fields, ``RFOptions``,
+``TwoLayerOptions``, ``SeqKernelOptions``; ``ESTIMATORS[name].options``) whose fields carry their
+limits in metadata (:func:`bfclab.config.opt`); they are parsed and checked by the run config's
+code (``apply_mapping``, ``check_finite``, ``check_limits``), so the estimators' constructors do not
+check them again.  Defaults that depend on the target (degree, L, k) are taken from ``target`` when
+it is given and from the default target (d = 32, L = 4, width 4: ``bfclab.config.TargetConfig``)
+otherwise.  An unknown name, an unknown option or a bad value raises
+:class:`bfclab.config.ConfigError` with one line naming the estimator and the option, e.g.
+``estimator 'krr-poly' option 'degree': must be > 0, got 0``.
 """
 
 from __future__ import annotations
 
-import json
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Callable
 
-from ..config import ConfigError, RunConfig, TargetConfig, apply_mapping, to_dict
+from ..config import (ConfigError, Keys, RunConfig, TargetConfig, apply_mapping, check_finite, check_limits,
+                      opt, to_dict)
 from ..methods import is_deep
 from .deep import DeepEstimator
 from .kernels import RBF, Polynomial, ReluNTK, learner_entk
@@ -41,22 +45,19 @@ from .two_layer import OPTIMIZERS, SCHEDULES, TwoLayer
 _DEFAULT_TARGET = TargetConfig()
 
 
-@dataclass(frozen=True)
-class Opt:
-    """One option: its default (a value, or a function of the target), its kind and constraint.
+class EstimatorKeys(Keys):
+    """Messages name ``estimator 'NAME' option 'KEY'`` (the run config's are ``config key 'KEY'``)."""
 
-    kind: "int", "float", "str", "bool", "floats" (a list of numbers); ``optional``: None allowed.
-    check: "" | ">0" | ">=0" | "(0,1)" | "(0,1]".  choices: the accepted strings for kind "str".
-    """
+    def __init__(self, estimator: str):
+        self.estimator = estimator
 
-    default: Any
-    kind: str
-    check: str = ""
-    choices: tuple = ()
-    optional: bool = False
+    def key(self, dotted: str) -> str:
+        return f"estimator '{self.estimator}' option '{dotted}'"
 
-    def resolve_default(self, target) -> Any:
-        return self.default(target) if callable(self.default) else self.default
+    def unknown(self, dotted: str, where: str, accepted: list[str] | None) -> str:
+        if accepted is None:
+            return f"estimator '{self.estimator}': unknown option '{dotted}' ({where})"
+        return f"estimator '{self.estimator}': unknown option '{dotted}'; accepted: {', '.join(accepted)}"
 
 
 def _top_level(target) -> int:
@@ -67,29 +68,135 @@ def _width(target) -> int:
     return max(target.widths.values()) if target is not None else int(_DEFAULT_TARGET.widths[0])
 
 
-RIDGE_OPTS = {
-    "ridge": Opt(None, "float", ">0", optional=True),
-    "ridge_grid": Opt(list(DEFAULT_GRID), "floats", ">0"),
-    "val_frac": Opt(0.25, "float", "(0,1)"),
-    "dtype": Opt("float32", "str", choices=tuple(DTYPES)),
-}
-KRR_OPTS = {**RIDGE_OPTS, "select_n": Opt(4000, "int", ">0"), "block_size": Opt(2048, "int", ">0"),
-            "mem_fraction": Opt(0.9, "float", "(0,1]")}
-RF_OPTS = {**RIDGE_OPTS, "val_frac": Opt(0.2, "float", "(0,1)"), "dtype": Opt("float64", "str", choices=tuple(DTYPES)),
-           "n_features": Opt(4096, "int", ">0"), "bias": Opt(1.0, "float", ">=0"), "chunk": Opt(4096, "int", ">0"),
-           "solver": Opt("auto", "str", choices=("auto", "primal", "dual"))}
-TWO_LAYER_OPTS = {
-    "width": Opt(1024, "int", ">0"), "steps": Opt(4000, "int", ">0"), "batch_size": Opt(256, "int", ">0"),
-    "lr": Opt(1e-2, "float", ">0"), "optimizer": Opt("adam", "str", choices=OPTIMIZERS),
-    "momentum": Opt(0.9, "float", ">=0"), "schedule": Opt("cosine", "str", choices=SCHEDULES),
-    "min_lr_frac": Opt(0.01, "float", ">=0"), "weight_decay": Opt(0.0, "float", ">=0"),
-    "clip": Opt(1.0, "float", ">=0"), "bias": Opt(1.0, "float", ">=0"),
-    "dtype": Opt("float32", "str", choices=tuple(DTYPES)), "progress": Opt(None, "bool", optional=True),
-    "log_every": Opt(100, "int", ">0"),
-}
-SEQ_OPTS = {**RIDGE_OPTS, "val_frac": Opt(0.2, "float", "(0,1)"), "dtype": Opt("float64", "str", choices=tuple(DTYPES)),
-            "L": Opt(_top_level, "int", ">0"), "k": Opt(_width, "int", ">0"),
-            "pass_up": Opt("eig", "str", choices=PASS_UP), "c": Opt(1.0, "float", ">0"), "chunk": Opt(4096, "int", ">0")}
+def from_target(fn: Callable[[Any], Any], **limits: Any) -> Any:
+    """An option whose default is ``fn(target)`` (``fn(None)``: the default target's), resolved by
+    :func:`default_options`."""
+    return opt(fn(None), from_target=fn, **limits)
+
+
+# ---- the options of each estimator family --------------------------------------------------------
+# Typed dataclasses with their limits in the field metadata (bfclab.config.opt), parsed and checked
+# by the same code as the run config.  A kernel's fields come first in its KRR options: the kernel
+# class is the last base, and dataclass fields follow the reversed method resolution order.
+
+
+@dataclass
+class RidgeOptions:
+    """The ridge of every ridge fit (:mod:`bfclab.baselines.ridge`, PAPER_NOTES §6): a fixed
+    normalised ``ridge``, or None to choose it from ``ridge_grid`` on a ``val_frac`` split."""
+
+    ridge: float | None = opt(None, gt=0)
+    ridge_grid: list[float] = opt(factory=lambda: list(DEFAULT_GRID), gt=0, nonempty=True)
+    val_frac: float = opt(0.25, gt=0, lt=1)
+    dtype: str = opt("float32", choices=DTYPES)
+
+
+@dataclass
+class KRROptions(RidgeOptions):
+    """Exact KRR (:class:`bfclab.baselines.krr.KRR`, PAPER_NOTES §6, §7.3 A.5); the kernel's own
+    options come from one of the kernel classes below."""
+
+    select_n: int = opt(4000, ge=4)  # the ridge is chosen on a split of it: at least 4 points
+    block_size: int = opt(2048, gt=0)
+    mem_fraction: float = opt(0.9, gt=0, le=1)
+
+
+@dataclass
+class PolyKernelOptions:
+    """(c + <x,x'>/d)^degree, degree = 2^(L-1) of the target (PAPER_NOTES §2.4, §6)."""
+
+    degree: int = from_target(lambda t: 2 ** (_top_level(t) - 1), gt=0)
+    c: float = opt(1.0, ge=0)  # >= 0: a PSD kernel
+
+
+@dataclass
+class RBFKernelOptions:
+    """exp(-|x-x'|^2 / (2 lengthscale^2 d)) (PAPER_NOTES §7.3 A.5: RBF KRR)."""
+
+    lengthscale: float = opt(1.0, gt=0)
+
+
+@dataclass
+class ReluNTKKernelOptions:
+    """The NTK of a two-layer ReLU network with biases scaled by ``bias`` (PAPER_NOTES §6)."""
+
+    bias: float = opt(1.0, ge=0)
+
+
+@dataclass
+class EmpiricalNTKKernelOptions:
+    """The bfclab learner (PAPER_NOTES §3) at init: its kind, wide width ``m``, init std, Jacobian chunk."""
+
+    learner_kind: str = opt("simple", choices=("simple", "paper"))
+    m: int = opt(64, gt=0)
+    init_std: float = opt(1.0, gt=0)
+    chunk: int = opt(256, gt=0)
+
+
+@dataclass
+class PolyKRROptions(KRROptions, PolyKernelOptions):
+    pass
+
+
+@dataclass
+class RBFKRROptions(KRROptions, RBFKernelOptions):
+    pass
+
+
+@dataclass
+class ReluNTKKRROptions(KRROptions, ReluNTKKernelOptions):
+    pass
+
+
+@dataclass
+class EmpiricalNTKKRROptions(KRROptions, EmpiricalNTKKernelOptions):
+    pass
+
+
+@dataclass
+class RFOptions(RidgeOptions):
+    """Random features + ridge (:mod:`bfclab.baselines.random_features`, PAPER_NOTES §6)."""
+
+    val_frac: float = opt(0.2, gt=0, lt=1)
+    dtype: str = opt("float64", choices=DTYPES)
+    n_features: int = opt(4096, gt=0)
+    bias: float = opt(1.0, ge=0)
+    chunk: int = opt(4096, gt=0)
+    solver: str = opt("auto", choices=("auto", "primal", "dual"))
+
+
+@dataclass
+class TwoLayerOptions:
+    """A two-layer network trained by Adam/SGD (:mod:`bfclab.baselines.two_layer`, PAPER_NOTES §6)."""
+
+    width: int = opt(1024, gt=0)
+    steps: int = opt(4000, gt=0)
+    batch_size: int = opt(256, gt=0)
+    lr: float = opt(1e-2, gt=0)
+    optimizer: str = opt("adam", choices=OPTIMIZERS)
+    momentum: float = opt(0.9, ge=0)
+    schedule: str = opt("cosine", choices=SCHEDULES)
+    min_lr_frac: float = opt(0.01, ge=0)
+    weight_decay: float = opt(0.0, ge=0)
+    clip: float = opt(1.0, ge=0)
+    bias: float = opt(1.0, ge=0)
+    dtype: str = opt("float32", choices=DTYPES)
+    progress: bool | None = None
+    log_every: int = opt(100, gt=0)
+
+
+@dataclass
+class SeqKernelOptions(RidgeOptions):
+    """Level-by-level kernel regression (:mod:`bfclab.baselines.sequential`, PAPER_NOTES §6):
+    levels 2..L and k directions passed up per level, from the target by default."""
+
+    val_frac: float = opt(0.2, gt=0, lt=1)
+    dtype: str = opt("float64", choices=DTYPES)
+    L: int = from_target(_top_level, ge=2)
+    k: int = from_target(_width, gt=0)
+    pass_up: str = opt("eig", choices=PASS_UP)
+    c: float = opt(1.0, gt=0)
+    chunk: int = opt(4096, gt=0)
 
 
 def _split(opts: dict, keys) -> tuple[dict, dict]:
@@ -97,7 +204,9 @@ def _split(opts: dict, keys) -> tuple[dict, dict]:
     return {k: v for k, v in opts.items() if k in keys}, {k: v for k, v in opts.items() if k not in keys}
 
 
-def _krr(kernel_of: Callable[[dict, Any, int], Any], kernel_keys: tuple) -> Callable:
+def _krr(kernel_of: Callable[[dict, Any, int], Any], kernel_options: type) -> Callable:
+    kernel_keys = {f.name for f in fields(kernel_options)}
+
     def build(name: str, opts: dict, device: str, seed: int, target) -> KRR:
         kopts, rest = _split(opts, kernel_keys)
         return KRR(kernel_of(kopts, target, seed), device=device, seed=seed, name=name, **rest)
@@ -133,88 +242,29 @@ def _seq(name, opts, device, seed, target):
 
 @dataclass(frozen=True)
 class Spec:
-    build: Callable
-    options: dict
+    build: Callable  # (name, options dict, device, seed, target) -> estimator
+    options: type  # the options dataclass
     doc: str
 
 
 ESTIMATORS: dict[str, Spec] = {
-    "krr-poly": Spec(_krr(lambda o, t, s: Polynomial(o["degree"], o["c"]), ("degree", "c")),
-                     {"degree": Opt(lambda t: 2 ** (_top_level(t) - 1), "int", ">0"), "c": Opt(1.0, "float", ">=0"),
-                      **KRR_OPTS},
+    "krr-poly": Spec(_krr(lambda o, t, s: Polynomial(o["degree"], o["c"]), PolyKernelOptions), PolyKRROptions,
                      "KRR, polynomial kernel (c + <x,x'>/d)^degree"),
-    "krr-rbf": Spec(_krr(lambda o, t, s: RBF(o["lengthscale"]), ("lengthscale",)),
-                    {"lengthscale": Opt(1.0, "float", ">0"), **KRR_OPTS},
+    "krr-rbf": Spec(_krr(lambda o, t, s: RBF(o["lengthscale"]), RBFKernelOptions), RBFKRROptions,
                     "KRR, RBF kernel exp(-|x-x'|^2 / (2 l^2 d))"),
-    "krr-ntk-relu": Spec(_krr(lambda o, t, s: ReluNTK(o["bias"]), ("bias",)),
-                         {"bias": Opt(1.0, "float", ">=0"), **KRR_OPTS},
+    "krr-ntk-relu": Spec(_krr(lambda o, t, s: ReluNTK(o["bias"]), ReluNTKKernelOptions), ReluNTKKRROptions,
                          "KRR, NTK of a two-layer ReLU network (closed form)"),
-    "krr-entk": Spec(_krr(_entk_kernel, ("learner_kind", "m", "init_std", "chunk")),
-                     {"learner_kind": Opt("simple", "str", choices=("simple", "paper")), "m": Opt(64, "int", ">0"),
-                      "init_std": Opt(1.0, "float", ">0"), "chunk": Opt(256, "int", ">0"), **KRR_OPTS},
+    "krr-entk": Spec(_krr(_entk_kernel, EmpiricalNTKKernelOptions), EmpiricalNTKKRROptions,
                      "KRR, empirical NTK of the bfclab learner at init"),
-    "rf-quad": Spec(_rf("quad"), RF_OPTS, "random quadratic features + ridge"),
-    "rf-relu": Spec(_rf("relu"), RF_OPTS, "random ReLU features + ridge"),
-    "twolayer-quad": Spec(_two_layer("quad"), TWO_LAYER_OPTS, "two-layer network, quadratic activation"),
-    "twolayer-relu": Spec(_two_layer("relu"), TWO_LAYER_OPTS, "two-layer network, ReLU activation"),
-    "seqkernel": Spec(_seq, SEQ_OPTS, "degree-2 kernel regression applied level by level"),
+    "rf-quad": Spec(_rf("quad"), RFOptions, "random quadratic features + ridge"),
+    "rf-relu": Spec(_rf("relu"), RFOptions, "random ReLU features + ridge"),
+    "twolayer-quad": Spec(_two_layer("quad"), TwoLayerOptions, "two-layer network, quadratic activation"),
+    "twolayer-relu": Spec(_two_layer("relu"), TwoLayerOptions, "two-layer network, ReLU activation"),
+    "seqkernel": Spec(_seq, SeqKernelOptions, "degree-2 kernel regression applied level by level"),
 }
 
 
 # ---- option parsing ---------------------------------------------------------------------------
-
-
-def _parse(value: Any) -> Any:
-    """CLI strings: JSON if it parses ("1e-3", "[1, 2]", "true"), none/null -> None."""
-    if not isinstance(value, str):
-        return value
-    if value.strip().lower() in ("none", "null"):
-        return None
-    try:
-        return json.loads(value)
-    except ValueError:
-        return value
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _satisfies(v: float, check: str) -> bool:
-    return {"": True, ">0": v > 0, ">=0": v >= 0, "(0,1)": 0 < v < 1, "(0,1]": 0 < v <= 1}[check]
-
-
-def _coerce(name: str, key: str, opt: Opt, value: Any) -> Any:
-    where = f"estimator '{name}' option '{key}'"
-    v = _parse(value)
-    if v is None and opt.optional:
-        return None
-    bound = {"": "", ">0": " > 0", ">=0": " >= 0", "(0,1)": " in (0, 1)", "(0,1]": " in (0, 1]"}[opt.check]
-    if opt.kind == "int":
-        if not (_is_number(v) and float(v).is_integer() and _satisfies(v, opt.check)):
-            raise ConfigError(f"{where}: expected an integer{bound}, got {value!r}")
-        return int(v)
-    if opt.kind == "float":
-        if not (_is_number(v) and _satisfies(v, opt.check)):
-            raise ConfigError(f"{where}: expected a number{bound}{' or null' if opt.optional else ''}, got {value!r}")
-        return float(v)
-    if opt.kind == "floats":
-        if not (isinstance(v, (list, tuple)) and v and all(_is_number(e) and _satisfies(e, opt.check) for e in v)):
-            raise ConfigError(f"{where}: expected a non-empty list of numbers{bound}, got {value!r}")
-        return [float(e) for e in v]
-    if opt.kind == "bool":
-        if not isinstance(v, bool):
-            raise ConfigError(f"{where}: expected true or false{' or null' if opt.optional else ''}, got {value!r}")
-        return v
-    if opt.choices and v not in opt.choices:
-        raise ConfigError(f"{where}: unknown {value!r}; accepted: {', '.join(opt.choices)}")
-    return v
-
-
-def default_options(name: str, target=None) -> dict:
-    """Every option of estimator ``name`` with its default (target-dependent ones resolved)."""
-    spec = _spec(name)
-    return {k: o.resolve_default(target) for k, o in spec.options.items()}
 
 
 def _spec(name: str) -> Spec:
@@ -223,17 +273,36 @@ def _spec(name: str) -> Spec:
     return ESTIMATORS[name]
 
 
+def _defaults(name: str, target) -> Any:
+    """The options dataclass of ``name`` at its defaults, the target-dependent ones resolved."""
+    cls = _spec(name).options
+    return cls(**{f.name: f.metadata["from_target"](target) for f in fields(cls) if "from_target" in f.metadata})
+
+
+def default_options(name: str, target=None) -> dict:
+    """Every option of estimator ``name`` with its default (target-dependent ones resolved)."""
+    return to_dict(_defaults(name, target))
+
+
+def parse_options(name: str, given: dict | None, target=None) -> Any:
+    """The options dataclass of ``name``: defaults overridden by ``given`` (CLI strings parsed:
+    "1e-3", "[1, 2]", "null"), coerced to the field types and checked against their limits by the
+    run config's code (:mod:`bfclab.config`); one-line ConfigError naming estimator and option."""
+    opts = _defaults(name, target)
+    if given is None:
+        given = {}
+    if not isinstance(given, dict):
+        raise ConfigError(f"estimator '{name}': options must be a mapping of option names, got {given!r}")
+    keys = EstimatorKeys(name)
+    apply_mapping(opts, given, keys=keys)
+    check_finite(opts, keys=keys)
+    check_limits(opts, keys=keys)
+    return opts
+
+
 def resolve_options(name: str, given: dict | None, target=None) -> dict:
-    """Defaults overridden by ``given``, each value validated (one-line ConfigError)."""
-    spec = _spec(name)
-    given = dict(given or {})
-    unknown = sorted(set(given) - set(spec.options))
-    if unknown:
-        raise ConfigError(f"estimator '{name}': unknown option '{unknown[0]}'; accepted: {', '.join(spec.options)}")
-    out = default_options(name, target)
-    for key, value in given.items():
-        out[key] = _coerce(name, key, spec.options[key], value)
-    return out
+    """Defaults overridden by ``given``, each value validated (one-line ConfigError), as a plain dict."""
+    return to_dict(parse_options(name, given, target))
 
 
 def make_estimator(name: str, options: dict | None = None, *, device: str = "cpu", seed: int = 0, target=None):

@@ -51,17 +51,13 @@ def ridge_floor(dtype: torch.dtype) -> float:
     return 16 * torch.finfo(dtype).eps
 
 
-def check_grid(grid: Sequence[float]) -> list[float]:
-    vals = [float(v) for v in grid]
-    if not vals or not all(math.isfinite(v) and v > 0 for v in vals):
-        raise ValueError(f"ridge grid must be a non-empty list of positive numbers, got {list(grid)!r}")
-    return sorted(set(vals))
+def grid_values(grid: Sequence[float]) -> list[float]:
+    """The ridge grid as sorted distinct floats (its limits: ``registry.RidgeOptions``)."""
+    return sorted({float(v) for v in grid})
 
 
 def split(n: int, val_frac: float, seed: int, max_val: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A seeded random (fit, validation) split of range(n), validation = val_frac of n (>= 1)."""
-    if not 0 < val_frac < 1:
-        raise ValueError(f"val_frac must be in (0, 1), got {val_frac!r}")
     if n < 4:
         raise ValueError(f"need at least 4 training points to choose a ridge, got {n}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
@@ -156,11 +152,9 @@ class FeatureRidge:
     def __init__(self, featurize: Callable[[torch.Tensor], torch.Tensor], *, ridge: float | None = None,
                  ridge_grid: Sequence[float] = DEFAULT_GRID, val_frac: float = 0.2, max_val: int = 5000,
                  chunk: int = 4096, solver: str = "auto", seed: int = 0, what: str = "feature covariance"):
-        if solver not in ("auto", "primal", "dual"):
-            raise ValueError(f"solver must be auto, primal or dual, got {solver!r}")
         self.featurize = featurize
         self.ridge = ridge
-        self.ridge_grid = check_grid(ridge_grid)
+        self.ridge_grid = grid_values(ridge_grid)
         self.val_frac, self.max_val, self.chunk, self.solver = val_frac, max_val, chunk, solver
         self.seed, self.what = seed, what
 

@@ -94,17 +94,14 @@ class SequentialKernel:
     ``L``: top level (levels 2..L are fitted); ``k``: eigen-directions passed up per level
     (``pass_up="eig"``); ``c``: offset of the degree-2 polynomial kernel.  After ``fit``:
     ``levels_`` (one dict per level: solver, input standardisation, directions),
-    ``train_nmse_`` (the mean squared residual / Var(y) after each level) and ``info``.
+    ``train_nmse_`` (the mean squared residual / Var(y) after each level) and ``info``.  The
+    options' limits are checked where they are parsed (``registry.SeqKernelOptions``), not here.
     """
 
     def __init__(self, *, L: int = 4, k: int = 4, pass_up: str = "eig", c: float = 1.0,
                  ridge: float | None = None, ridge_grid: Sequence[float] = DEFAULT_GRID, val_frac: float = 0.2,
                  dtype: str = "float64", device: str | torch.device = "cpu", chunk: int = 4096, seed: int = 0,
                  name: str | None = None):
-        if pass_up not in PASS_UP:
-            raise ValueError(f"pass_up must be one of {', '.join(PASS_UP)}, got {pass_up!r}")
-        if L < 2 or k < 1 or c <= 0:
-            raise ValueError("L >= 2, k >= 1 and c > 0 are required")
         self.L, self.k, self.pass_up, self.c = int(L), int(k), pass_up, float(c)
         self.ridge, self.ridge_grid, self.val_frac = ridge, ridge_grid, val_frac
         self.dtype = resolve_dtype(dtype)

@@ -52,7 +52,8 @@ class TwoLayerNet(nn.Module):
 
 class TwoLayer:
     """A two-layer network estimator (module docstring).  After ``fit``: ``net_``, ``history_``
-    (training loss on standardised labels every ``log_every`` steps) and ``info``."""
+    (training loss on standardised labels every ``log_every`` steps) and ``info``.  The options'
+    limits are checked where they are parsed (``registry.TwoLayerOptions``), not here."""
 
     def __init__(self, activation: str = "relu", *, width: int = 1024, steps: int = 4000,
                  batch_size: int = 256, lr: float = 1e-2, optimizer: str = "adam", momentum: float = 0.9,
@@ -60,13 +61,8 @@ class TwoLayer:
                  clip: float = 1.0, bias: float = 1.0, dtype: str = "float32",
                  device: str | torch.device = "cpu", seed: int = 0, progress: bool | None = None,
                  log_every: int = 100, name: str | None = None):
-        checks = {"activation": (activation, ACTIVATIONS), "optimizer": (optimizer, OPTIMIZERS),
-                  "schedule": (schedule, SCHEDULES)}
-        for key, (val, ok) in checks.items():
-            if val not in ok:
-                raise ValueError(f"{key} must be one of {', '.join(ok)}, got {val!r}")
-        if width < 1 or steps < 1 or batch_size < 1 or not lr > 0 or bias < 0:
-            raise ValueError("width, steps, batch_size >= 1, lr > 0 and bias >= 0 are required")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
         self.activation, self.width, self.steps, self.batch_size = activation, int(width), int(steps), int(batch_size)
         self.lr, self.optimizer, self.momentum, self.schedule = float(lr), optimizer, float(momentum), schedule
         self.min_lr_frac, self.weight_decay, self.clip, self.bias = float(min_lr_frac), float(weight_decay), float(clip), float(bias)

@@ -1,8 +1,10 @@
 """The image-run config (PAPER_NOTES §7.3 B) and its per-dataset presets.
 
-Same conventions as :mod:`bfclab.config`: small typed dataclasses, overridden from a file or
-``--section.key value`` pairs with :func:`bfclab.config.set_key` / ``apply_mapping``, validated
-before anything is written, and one-line :class:`~bfclab.config.ConfigError` on bad input.
+Same conventions as :mod:`bfclab.config`: small typed dataclasses whose fields carry their limits
+(:func:`bfclab.config.opt`), overridden from a file or ``--section.key value`` pairs with
+:func:`bfclab.config.set_key` / ``apply_mapping``, validated before anything is written
+(``check_finite``, ``check_limits`` and the cross-field rules of :func:`validate`), and one-line
+:class:`~bfclab.config.ConfigError` on bad input.
 
 Every method gets the same budget, ``epochs_per_stage x blocks`` epochs: a stage-wise protocol
 spends ``epochs_per_stage`` on each of the B stages, ``e2e`` spends all of it in one stage
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import ConfigError, apply_mapping, check_finite
+from ..config import ConfigError, apply_mapping, check_finite, check_limits, opt
 from ..train import Method, parse_method, resolve_device
 
 DATASETS = ("mnist1d", "digits", "cifar10", "cifar100")
@@ -31,13 +33,13 @@ class ImageDataConfig:
     held-out share of digits, which has no official split.
     """
 
-    name: str = "mnist1d"
+    name: str = opt("mnist1d", choices=DATASETS)
     data_dir: str = ""
-    augment: str = "auto"
-    pad: int = 4
-    n_train: int = 0
-    n_test: int = 0
-    test_frac: float = 0.2
+    augment: str = opt("auto", choices=AUGMENTS)
+    pad: int = opt(4, ge=0)
+    n_train: int = opt(0, ge=0)
+    n_test: int = opt(0, ge=0)
+    test_frac: float = opt(0.2, gt=0, lt=1)
 
 
 @dataclass
@@ -46,11 +48,11 @@ class ResNetConfig:
     blocks, one per growth stage.  Blocks listed in ``downsample`` (1-based) use stride 2 and
     double the channel count; the stem has ``width`` channels."""
 
-    width: int = 32
-    blocks: int = 4
+    width: int = opt(32, gt=0)
+    blocks: int = opt(4, gt=0)
     downsample: list = field(default_factory=lambda: [2, 3])
-    kernel: int = 3
-    stem_kernel: int = 5
+    kernel: int = opt(3, gt=0)  # odd (same padding): validate
+    stem_kernel: int = opt(5, gt=0)
 
 
 @dataclass
@@ -60,14 +62,14 @@ class ImageTrainConfig:
     AdamW.  Each stage gets a fresh optimiser and learning-rate schedule.  ``amp``: mixed
     precision (bfloat16 where supported, else float16 with loss scaling), used on CUDA only."""
 
-    epochs_per_stage: int = 5
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    min_lr_frac: float = 0.0
+    epochs_per_stage: int = opt(5, gt=0)
+    batch_size: int = opt(128, gt=0)
+    optimizer: str = opt("sgd", choices=("sgd", "adam"))
+    lr: float = opt(0.1, gt=0)
+    momentum: float = opt(0.9, ge=0)
+    weight_decay: float = opt(5e-4, ge=0)
+    schedule: str = opt("cosine", choices=("cosine", "linear", "constant"))
+    min_lr_frac: float = opt(0.0, ge=0)
     device: str = "auto"
     amp: bool = True
 
@@ -81,10 +83,10 @@ class ProbeConfig:
     (``alpha = 1/C``) is fitted on at most ``max_train`` training images and scored on the test
     set."""
 
-    kind: str = "logistic"
-    pool: int = 2
-    C: float = 1.0
-    max_train: int = 4000
+    kind: str = opt("logistic", choices=("logistic", "ridge"))
+    pool: int = opt(2, gt=0)
+    C: float = opt(1.0, gt=0)
+    max_train: int = opt(4000, gt=0)
 
 
 @dataclass
@@ -117,47 +119,22 @@ PRESETS["cifar100"] = PRESETS["cifar10"]
 
 def preset(dataset: str) -> ImageRunConfig:
     """The default config of ``dataset`` (one-line error for an unknown name)."""
-    if dataset not in DATASETS:
-        raise ConfigError(f"config key 'data.name': unknown {dataset!r}; accepted: {', '.join(DATASETS)}")
     cfg = ImageRunConfig()
     cfg.data.name = dataset
+    check_limits(cfg.data, "data.")  # an unknown name, before its preset is looked up
     apply_mapping(cfg, PRESETS[dataset])
     return cfg
 
 
 def validate(cfg: ImageRunConfig) -> Method:
-    """Check the whole config before anything is written; return the parsed method."""
+    """Check the whole config before anything is written; return the parsed method.  Every
+    field's limits and choices are in its metadata (``check_limits``); the rules that tie fields
+    together are below."""
     method = parse_method(cfg.method)
     check_finite(cfg)
+    check_limits(cfg)
     resolve_device(cfg.train.device)
-    d, m, t, p = cfg.data, cfg.model, cfg.train, cfg.probe
-    choices = {
-        "data.name": (d.name, DATASETS),
-        "data.augment": (d.augment, AUGMENTS),
-        "train.optimizer": (t.optimizer, ("sgd", "adam")),
-        "train.schedule": (t.schedule, ("cosine", "linear", "constant")),
-        "probe.kind": (p.kind, ("logistic", "ridge")),
-    }
-    for key, (val, ok) in choices.items():
-        if val not in ok:
-            raise ConfigError(f"config key '{key}': unknown {val!r}; accepted: {', '.join(ok)}")
-    positive = {
-        "model.width": m.width, "model.blocks": m.blocks, "model.kernel": m.kernel,
-        "model.stem_kernel": m.stem_kernel, "train.epochs_per_stage": t.epochs_per_stage,
-        "train.batch_size": t.batch_size, "train.lr": t.lr, "probe.pool": p.pool, "probe.C": p.C,
-        "probe.max_train": p.max_train,
-    }
-    for key, val in positive.items():
-        if not val > 0:
-            raise ConfigError(f"config key '{key}': must be positive, got {val}")
-    nonneg = {"data.pad": d.pad, "data.n_train": d.n_train, "data.n_test": d.n_test,
-              "train.momentum": t.momentum, "train.weight_decay": t.weight_decay,
-              "train.min_lr_frac": t.min_lr_frac}
-    for key, val in nonneg.items():
-        if not val >= 0:
-            raise ConfigError(f"config key '{key}': must be >= 0, got {val}")
-    if not 0 < d.test_frac < 1:
-        raise ConfigError(f"config key 'data.test_frac': must be in (0, 1), got {d.test_frac}")
+    d, m = cfg.data, cfg.model
     if m.kernel % 2 == 0 or m.stem_kernel % 2 == 0:
         raise ConfigError("config keys 'model.kernel', 'model.stem_kernel': must be odd (same padding)")
     if not all(isinstance(b, int) and 1 <= b <= m.blocks for b in m.downsample):
