@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from bfclab import train as T  # noqa: E402
+from bfclab import training as T  # noqa: E402
 from bfclab.config import RunConfig  # noqa: E402
 from bfclab.results import atomic_write_bytes, write_json  # noqa: E402
 
@@ -39,13 +39,13 @@ def one(cfg: RunConfig, out: Path, checkpoints: bool) -> dict:
     T.Run.checkpoint = timed if checkpoints else (lambda self, position, opt, seconds: None)
     try:
         t0 = time.perf_counter()
-        res = T.train(cfg, out, overwrite=True, progress=False, log=lambda s: None)
+        res = T.train(cfg, out, overwrite=True, progress=False, log=lambda s: None).result
         wall = time.perf_counter() - t0
     finally:
         T.Run.checkpoint = orig
     size = (out / T.CHECKPOINT).stat().st_size if checkpoints else 0
     return {"wall": wall, "writes": len(writes), "write_seconds": sum(writes), "bytes": size,
-            "test_nmse": res["test_nmse"]}
+            "test_nmse": res.metrics["test_nmse"]}
 
 
 def main() -> None:

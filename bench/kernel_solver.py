@@ -1,6 +1,6 @@
 """Benchmark: bfclab's exact KRR solver against scikit-learn's KernelRidge (PAPER_NOTES §6 KRR).
 
-One exact KRR fit at n = 20000 on the default target's data (``bfclab.train.make_data``, d = 32),
+One exact KRR fit at n = 20000 on the default target's data (``bfclab.training.make_data``, d = 32),
 the same polynomial kernel (1 + <x,x'>/d)^4 and the same fixed ridge in both libraries, in the
 same dtype and with the same number of BLAS threads.  Every fit runs in its own subprocess, which
 reports its wall times and its peak resident memory (VmHWM from /proc/self/status, read right
@@ -208,7 +208,7 @@ def main(argv=None) -> int:
     from bfclab.config import DataConfig, TargetConfig
     from bfclab.results import atomic_write_bytes, write_json
     from bfclab.target import Target
-    from bfclab.train import make_data
+    from bfclab.training import make_data
 
     command = " ".join(["OMP_NUM_THREADS=1 .venv/bin/python bench/kernel_solver.py"]
                        + [shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])])

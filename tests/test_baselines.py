@@ -19,7 +19,7 @@ from bfclab.baselines.sequential import SequentialKernel, quadratic_features, qu
 from bfclab.baselines.tiled import TiledSymmetric
 from bfclab.config import ConfigError, DataConfig, TargetConfig
 from bfclab.target import Target
-from bfclab.train import make_data
+from bfclab.training import make_data
 from conftest import assert_within, cholesky_residual_bound, matmul_bound
 
 F64 = torch.float64

@@ -12,7 +12,7 @@ from bfclab.config import (ConfigError, DataConfig, LearnerConfig, RunConfig, Ta
                            apply_mapping, check_finite, check_limits, opt, set_key)
 from bfclab.images.config import ImageRunConfig
 from bfclab.images.config import validate as validate_image
-from bfclab.train import validate
+from bfclab.training import validate
 
 
 def error(fn, *args) -> str | None:

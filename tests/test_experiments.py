@@ -4,18 +4,19 @@ import torch
 
 from bfclab.cli import main
 from bfclab.experiments import registry
-from bfclab.experiments.mechanism import project, quadratic_features, share
+from bfclab.experiments.mechanism import degree2_basis, project, share
 from bfclab.report import build
+from bfclab.results import Result
 
 
 def test_quadratic_projection_is_exact_on_quadratics_and_kills_higher_hermite():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(200000, 4, generator=g, dtype=torch.float64)
     q = 1.0 + x[:, 0] - 2 * x[:, 1] * x[:, 2] + 0.5 * x[:, 3] ** 2
-    assert torch.allclose(project(quadratic_features(x), q), q, atol=1e-8)
+    assert torch.allclose(project(degree2_basis(x), q), q, atol=1e-8)
     # He_4(x_0) = x^4 - 6x^2 + 3 is orthogonal to every degree<=2 polynomial under N(0, I)
     he4 = x[:, 0] ** 4 - 6 * x[:, 0] ** 2 + 3
-    p = project(quadratic_features(x), he4)
+    p = project(degree2_basis(x), he4)
     assert float(p.norm() / he4.norm()) < 0.05
 
 
@@ -30,8 +31,10 @@ def test_share():
 def test_report_names_missing_results(tmp_path):
     out = build(tmp_path / "results", tmp_path / "docs", quick=True, compute=False)
     text = out.read_text()
-    for name in registry():
-        assert f"bfclab experiment {name} --quick" in text
+    quick = [e for e in registry().values() if e.in_quick]
+    assert {e.name for e in quick} >= {"correction", "window", "gap", "classification", "images-digits"}
+    for exp in quick:
+        assert f"run `{exp.command(True, tmp_path / 'results')}`" in text, exp.name
 
 
 def test_unknown_experiment_one_line(capsys):
@@ -45,8 +48,9 @@ def test_report_quick_runs_the_whole_chain(tmp_path):
     results, docs = tmp_path / "results", tmp_path / "docs"
     assert main(["report", "--quick", "--results", str(results), "--docs", str(docs), "--workers", "2"]) == 0
     text = (docs / "RESULTS.md").read_text()
-    for name in registry():
-        assert f"## {name}" in text
+    for exp in (e for e in registry().values() if e.in_quick):
+        title = f"images: {exp.dataset}" if hasattr(exp, "dataset") else exp.name
+        assert f"## {title}" in text
         assert "No results" not in text and "have no results" not in text
     assert "## mechanism" in text and "## images: digits" in text
     import re
@@ -76,7 +80,7 @@ def test_how_much_against_hand_computed_changes(tmp_path):
     }
     for s, st in states.items():
         torch.save({"model": st}, tmp_path / f"stage{s}.pt")
-    run = CellRun({}, tmp_path, {"stage_end": {"2": {}, "3": {}, "4": {}}})
+    run = CellRun({}, tmp_path, Result.from_json({"stage_end": {"2": {}, "3": {}, "4": {}}}))
     out = how_much(run)
     assert abs(out[2][3] - 0.5) < 1e-6 and abs(out[2][4]) < 1e-9
     assert abs(out[3][4] - 0.1) < 1e-6

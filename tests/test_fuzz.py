@@ -14,7 +14,7 @@ random bytes / JSON / YAML / an empty file / a folder, one field of its structur
 (d) every file of the example's folder is byte-identical afterwards, and nothing new appears
     (only a stale ``.*.tmp`` may be cleaned up, and only by a resume that starts training).
 
-Training itself never runs here: ``Run`` and the sweep's ``run_cell`` are replaced by stubs that
+Training itself never runs here: ``Run.run`` and the sweep's ``run_cell`` are replaced by stubs that
 raise :class:`TrainingStarted`, and the judge decides whether starting was legitimate.
 
 Profiles (``BFCLAB_FUZZ_PROFILE``): ``ci`` (default: fixed seed, bounded examples, about a
@@ -48,7 +48,7 @@ from hypothesis import strategies as st
 
 from bfclab import cli
 from bfclab import sweep as S
-from bfclab import train as T
+from bfclab import training as T
 from bfclab.config import RunConfig, to_dict
 from bfclab.results import dumps, read_json
 from bfclab.target import Target
@@ -284,15 +284,14 @@ def world(tmp_path_factory):
         rec[4] = real_prepare(out, cfg, resume, overwrite)
         return rec[4]
 
-    class NoRun:
-        def __init__(self, cfg, out=None, **kw):
-            raise TrainingStarted("train", cfg=cfg, out=out, kw=kw)
+    def no_run(self, resume=None):  # the run is set up (data, learner, target); it must not train
+        raise TrainingStarted("train", cfg=self.cfg, out=self.out, kw={"target": self.target})
 
     def no_cell(cell, root, threads=1):
         raise TrainingStarted("sweep cell", cell=cell, root=root)
 
     mp.setattr(T, "prepare_out", prepare_out)
-    mp.setattr(T, "Run", NoRun)
+    mp.setattr(T.Run, "run", no_run)
     mp.setattr(S, "run_cell", no_cell)
     scratch = root / "examples"
     scratch.mkdir()
@@ -544,7 +543,7 @@ READ_ON_RESUME = {"config.json", "result.json", "target.pt", "checkpoint.pt"}
 # ---- the judges of legitimate success ----------------------------------------------------------------
 
 
-REAL_RUN, REAL_PREPARE = T.Run, T.prepare_out
+REAL_RUN, REAL_PREPARE = T.Run.run, T.prepare_out
 
 
 def continue_for_real(run: Path, cfg: dict) -> list[str]:
@@ -553,7 +552,7 @@ def continue_for_real(run: Path, cfg: dict) -> list[str]:
     from bfclab.config import from_dict
 
     with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:
-        mp.setattr(T, "Run", REAL_RUN)
+        mp.setattr(T.Run, "run", REAL_RUN)
         mp.setattr(T, "prepare_out", REAL_PREPARE)
         shutil.copytree(run, Path(tmp) / "run")
         try:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bfclab import train as T
+from bfclab import training as T
 from bfclab.cli import main
 from bfclab.results import read_json
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from bfclab import train as T
+from bfclab import training as T
 from bfclab.config import ConfigError
-from bfclab.results import read_json
+from bfclab.results import dumps, read_json
 
 TINY = ["--target.d", "8", "--target.widths", "[2]", "--target.mc_samples", "4000", "--data.n_train", "512",
         "--data.n_test", "512", "--train.batch_size", "64", "--train.log_every", "20"]
@@ -99,8 +99,10 @@ def test_resume_twice_and_at_a_stage_boundary(tiny, tmp_path, monkeypatch):
     same_run(tmp_path / "a", tmp_path / "b")
     # resuming a finished run returns its result and changes nothing
     before = {f.name: f.read_bytes() for f in (tmp_path / "b").iterdir()}
-    res = T.train(cfg, tmp_path / "b", resume=True, progress=False, log=lambda s: None)
-    assert res["test_nmse"] == read_json(tmp_path / "b" / "result.json")["test_nmse"]
+    run = T.train(cfg, tmp_path / "b", resume=True, progress=False, log=lambda s: None)
+    stored = (tmp_path / "b" / "result.json").read_text()
+    assert json.loads(dumps(run.result.to_json())) == json.loads(stored)  # nothing lost in the round trip
+    assert run.model.active == [2, 3, 4] and run.step == run.result.steps  # the final learner, from its checkpoint
     assert before == {f.name: f.read_bytes() for f in (tmp_path / "b").iterdir()}
 
 

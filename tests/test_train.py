@@ -9,7 +9,7 @@ from bfclab.config import ConfigError
 from bfclab.results import read_jsonl
 from bfclab.target import Target
 from bfclab.methods import DivergenceError, lr_factor, parse_method
-from bfclab.train import Run, make_data, train
+from bfclab.training import Run, make_data, train
 
 
 @pytest.mark.parametrize("kind", ["simple", "paper"])
@@ -100,8 +100,8 @@ def test_metrics_series_has_boundary_events(tiny, tmp_path):
 def test_classification_learns(tiny, tmp_path):
     """The classification task trains to a test error well below what a constant predictor gets."""
     cfg = tiny(**{"data.task": "classification"})
-    res = train(cfg, tmp_path / "c")
-    assert "test_nmse" not in res and {"test_error", "train_error", "test_loss"} <= set(res)
+    res = train(cfg, tmp_path / "c").result
+    assert res.error_name == "test_error" and set(res.metrics) == {"test_error", "train_error", "test_loss", "train_loss"}
     _, _, _, yt = make_data(Target.from_config(cfg.target), cfg.data, cfg.seed)  # the run's test labels
     assert set(yt.unique().tolist()) == {-1.0, 1.0}
     # the best constant predictor errs on every test point of the minority label
@@ -110,8 +110,8 @@ def test_classification_learns(tiny, tmp_path):
     # a predictor independent of x errs at least as often up to sampling noise: 5 standard errors
     # of a test error near `constant` on n_test points (~0.11 here) is beyond its reach
     margin = 5 * math.sqrt(constant * (1 - constant) / len(yt))
-    assert res["test_error"] < constant - margin, (res["test_error"], constant, margin)
-    assert res["test_error"] < res["stage_end"][2]["test_error"]  # and the later stages add to it
+    assert res.error < constant - margin, (res.error, constant, margin)
+    assert res.error < res.stage_end[2]["test_error"]  # and the later stages add to it
 
 
 def test_bfc_learns_the_tiny_target_better_than_layerwise(tiny):
@@ -119,8 +119,8 @@ def test_bfc_learns_the_tiny_target_better_than_layerwise(tiny):
     over = {"target.d": 8, "target.widths": [2], "data.n_train": 4000, "data.n_test": 2000,
             "train.steps_per_stage": 600, "train.batch_size": 256, "train.lr": 1e-2, "train.log_every": 600}
     res = {m: Run(tiny(method=m, **over), progress=False, log=lambda s: None).run() for m in ("bfc", "layerwise")}
-    assert res["bfc"]["test_nmse"] < 0.5 * res["layerwise"]["test_nmse"]
-    assert res["bfc"]["feature_error"][2] < res["bfc"]["stage_end"][2]["feature_error"][2]
+    assert res["bfc"].error < 0.5 * res["layerwise"].error
+    assert res["bfc"].feature_error[2] < res["bfc"].stage_value(2, "feature_error", 2)
 
 
 def test_overwrite_into_the_same_folder_starts_clean(tiny, tmp_path):

@@ -28,14 +28,14 @@ def build_config(args: argparse.Namespace, extra: list[str], base: dict | None =
         cfg.seed = args.seed
     for key, value in parse_overrides(extra):
         set_key(cfg, key, value)
-    from .train import validate
+    from .training import validate
 
     validate(cfg)
     return cfg
 
 
 def cmd_train(args, extra) -> int:
-    from .train import read_stored_config, train
+    from .training import read_stored_config, train
 
     base = None
     if args.resume and args.out and (Path(args.out) / "config.json").is_file():
@@ -49,11 +49,17 @@ def cmd_train(args, extra) -> int:
         return 0
     if not args.out:
         raise ConfigError("bfclab train: the following arguments are required: --out")
-    res = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=None)
-    err = ("test_error", res["test_error"]) if "test_error" in res else ("test_nmse", res["test_nmse"])
-    fe = " ".join(f"L{l}={v:.4f}" for l, v in res["feature_error"].items())
-    print(f"{cfg.method} seed {cfg.seed}: {err[0]} {err[1]:.3e}; feature error {fe}; "
-          f"{res['seconds']:.1f}s -> {args.out}")
+    from .plots import plot_curves
+    from .results import read_records
+
+    out = Path(args.out)
+    finished = args.resume and (out / "result.json").exists()  # reported as it is: nothing is written
+    res = train(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=None).result
+    if not finished:
+        plot_curves(read_records(out / "metrics.jsonl"), out / "curves.png", title=f"{cfg.method}, seed {cfg.seed}")
+    fe = " ".join(f"L{l}={v:.4f}" for l, v in res.feature_error.items())
+    print(f"{cfg.method} seed {cfg.seed}: {res.error_name} {res.error:.3e}; feature error {fe}; "
+          f"{res.seconds:.1f}s -> {args.out}")
     return 0
 
 
@@ -90,13 +96,14 @@ def cmd_experiment(args, extra) -> int:
     if args.name not in exps:
         raise ConfigError(f"experiment '{args.name}': unknown; accepted: {', '.join(exps)}")
     results = Path(args.results or ("runs/quick" if args.quick else "results"))
-    section = run_experiment(args.name, results, args.quick, args.workers, overwrite=args.overwrite)
+    sections = run_experiment(args.name, results, args.quick, args.workers, overwrite=args.overwrite)
     from .results import atomic_write_bytes
 
-    out = results / args.name / "summary.md"
-    atomic_write_bytes(out, (f"# {section.title}\n\n{section.markdown}\n").encode())
-    print(section.markdown)
-    print(f"\nsummary: {out}")
+    text = "\n\n".join(f"# {s.title}\n\n{s.markdown}" for s in sections) + "\n"
+    out = exps[args.name].folder(results) / "summary.md"
+    atomic_write_bytes(out, text.encode())
+    print(text)
+    print(f"summary: {out}")
     return 0
 
 
@@ -143,7 +150,9 @@ def make_parser() -> argparse.ArgumentParser:
     w.add_argument("--overwrite", action="store_true", help="replace results of a different config instead of stopping")
     w.set_defaults(func=cmd_sweep)
     e = sub.add_parser("experiment", help="run one named experiment (resumable) and summarise it")
-    e.add_argument("name", help="correction | window | gap | classification | kernel-limit | sample-complexity")
+    from .experiments import registry
+
+    e.add_argument("name", help=" | ".join(registry()))
     e.add_argument("--quick", action="store_true", help="tiny grid (seconds to minutes), into runs/quick")
     e.add_argument("--results", default=None, help="results folder (default results/, or runs/quick)")
     e.add_argument("--workers", type=int, default=2)
@@ -195,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bfclab: interrupted; files written so far are complete", file=sys.stderr)
         return 130
     except Exception as e:
-        from .train import DivergenceError
+        from .methods import DivergenceError
 
         if isinstance(e, DivergenceError):
             where = f"; last good state kept in {args.out}/last_good.pt" if getattr(args, "out", None) else ""

@@ -3,7 +3,7 @@
 A network is grown from *units* (the learner's levels 2..L, or a ResNet's blocks 1..B).  A
 segment is one lifetime of an optimiser: some units are switched on at its start, a set of
 units trains for ``length`` steps (or epochs), and the stages of one or more units end at given
-offsets, where the trainers measure.  Both trainers (:mod:`bfclab.train`, :mod:`bfclab.images.run`)
+offsets, where the trainers measure.  Both trainers (:mod:`bfclab.training`, :mod:`bfclab.images.run`)
 only walk the plan; neither names a method.
 
 * stage-wise methods (``bfc``, ``layerwise``, ``window:k``): one segment per unit, which
@@ -25,7 +25,7 @@ from .methods import Method
 
 @dataclass(frozen=True)
 class Segment:
-    """``activate``: units switched on at the start; ``active``: units active during it;
+    """One segment of a growth plan (PAPER_NOTES §4.2).  ``activate``: units switched on at the start; ``active``: units active during it;
     ``trainable``: the ones that train; ``length``: steps (or epochs); ``ends``: (offset in the
     segment, unit) for every stage that ends in it, in order, the last at ``length``;
     ``warm_start``: whether new units start untied and are warm-started during/at the end
@@ -61,7 +61,8 @@ class Segment:
 
 
 def plan(method: Method, units: Sequence[int], per_stage: int) -> list[Segment]:
-    """The segments of ``method`` growing ``units`` (in order), ``per_stage`` steps a stage."""
+    """The segments of ``method`` growing ``units`` (in order), ``per_stage`` steps a stage
+    (PAPER_NOTES §4.2 for bfc, §5.3 layerwise, §5.4 window:k)."""
     units = [int(u) for u in units]
     if not units:
         raise ValueError("a growth plan needs at least one unit")

@@ -22,7 +22,7 @@ METHODS = "bfc, layerwise, window:K (K >= 0), e2e"
 
 @dataclass(frozen=True)
 class Method:
-    """A parsed training method.  ``window`` is the number of lower units that keep training
+    """A parsed training method (PAPER_NOTES §4.2, §5.3, §5.4).  ``window`` is the number of lower units that keep training
     with the new one (None = all of them)."""
 
     name: str
@@ -41,7 +41,7 @@ class Method:
 
 
 def parse_method(text: str) -> Method:
-    """'bfc' | 'layerwise' | 'window:K' | 'e2e' -> Method (one-line error otherwise)."""
+    """'bfc' | 'layerwise' | 'window:K' | 'e2e' -> Method (one-line error otherwise; PAPER_NOTES §4.2, §5.4)."""
     t = str(text).strip().lower()
     if t in ("bfc", "e2e"):
         return Method(t, None)

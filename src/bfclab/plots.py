@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .results import atomic_write_bytes  # noqa: E402
+from .results import atomic_write_bytes, error_name  # noqa: E402
 
 
 def save(fig, path: Path) -> None:
@@ -30,9 +30,9 @@ def stage_boundaries(records: list[dict]) -> list[tuple[int, int]]:
 
 
 def error_key(records: list[dict]) -> tuple[str, str]:
-    if records and "test_error" in records[0]:
-        return "test_error", "test classification error"
-    return "test_nmse", "test nMSE"
+    """The records' headline error and its axis label."""
+    key = error_name(records[0]) if records else "test_nmse"
+    return key, "test classification error" if key == "test_error" else "test nMSE"
 
 
 def plot_curves(records: list[dict], path: Path, title: str = "") -> None:
@@ -42,10 +42,9 @@ def plot_curves(records: list[dict], path: Path, title: str = "") -> None:
     steps = [r["step"] for r in records]
     axes[0].semilogy(steps, [max(r[key], 1e-12) for r in records], "k.-")
     axes[0].set_ylabel(label)
-    levels = sorted({int(l) for r in records for l in r["feature_error"]})
+    levels = sorted({l for r in records for l in r["feature_error"]})
     for l in levels:
-        pts = [(r["step"], r["feature_error"][str(l)] if str(l) in r["feature_error"] else r["feature_error"].get(l))
-               for r in records]
+        pts = [(r["step"], r["feature_error"].get(l)) for r in records]
         pts = [(s, v) for s, v in pts if v is not None]
         axes[1].semilogy([s for s, _ in pts], [max(v, 1e-12) for _, v in pts], ".-", label=f"layer {l}")
     axes[1].set_ylabel("feature error (1 - R$^2$)")
@@ -66,7 +65,7 @@ def plot_methods(series: dict[str, list[dict]], path: Path, title: str = "", lev
     key, label = error_key(first)
     for name, recs in series.items():
         axes[0].semilogy([r["step"] for r in recs], [max(r[key], 1e-12) for r in recs], ".-", label=name)
-        pts = [(r["step"], r["feature_error"].get(str(level))) for r in recs]
+        pts = [(r["step"], r["feature_error"].get(level)) for r in recs]
         pts = [(s, v) for s, v in pts if v is not None]
         axes[1].semilogy([s for s, _ in pts], [max(v, 1e-12) for _, v in pts], ".-", label=name)
     axes[0].set_ylabel(label)
@@ -100,14 +99,14 @@ def plot_feature_curves(series: dict[str, list[list[dict]]], path: Path, title: 
     """Per-layer feature error against step, one panel per layer, a line per method (median over
     seeds, band = min..max), plus the test error; stage boundaries marked."""
     any_recs = next(iter(series.values()))[0]
-    levels = sorted({int(l) for r in any_recs for l in r["feature_error"]})
+    levels = sorted({l for r in any_recs for l in r["feature_error"]})
     key, label = error_key(any_recs)
     fig, axes = plt.subplots(1, len(levels) + 1, figsize=(4 * (len(levels) + 1), 3.6), squeeze=False)
     axes = axes[0]
     for name, runs in series.items():
         _band(axes[0], [[(r["step"], r[key]) for r in recs] for recs in runs], name)
         for ax, l in zip(axes[1:], levels):
-            _band(ax, [[(r["step"], r["feature_error"][str(l)]) for r in recs if str(l) in r["feature_error"]]
+            _band(ax, [[(r["step"], r["feature_error"][l]) for r in recs if l in r["feature_error"]]
                        for recs in runs], name)
     axes[0].set_ylabel(label)
     for ax, l in zip(axes[1:], levels):

@@ -1,9 +1,10 @@
 """``bfclab report``: regenerate docs/RESULTS.md and its figures from stored results.
 
-For every registered experiment the report looks for its run directories under the results
-folder; missing cells are computed (or, with ``--no-compute``, named with the command that
-computes them).  Every table and figure is derived from the stored files, never typed by hand.
-``--quick`` runs the whole chain on tiny grids into a scratch folder (for CI).
+For every experiment of the registry (:func:`bfclab.experiments.registry`, in its order) the
+report looks for its runs under the results folder; missing runs are computed (or, with
+``--no-compute``, named with the command that computes them).  Every table and figure is derived
+from the stored files, never typed by hand.  ``--quick`` runs the whole chain on tiny grids into
+a scratch folder (for CI).
 """
 
 from __future__ import annotations
@@ -12,49 +13,38 @@ import re
 from pathlib import Path
 
 from .experiments import registry
-from .experiments.common import Section, missing, run_grid
+from .experiments.common import Section
 from .results import atomic_write_bytes
 
 
-def experiment_command(name: str, quick: bool) -> str:
-    return f"bfclab experiment {name}" + (" --quick" if quick else "")
-
-
 def run_experiment(name: str, results: Path, quick: bool, workers: int, figdir: Path | None = None,
-                   overwrite: bool = False) -> Section:
-    """Compute the missing cells of one experiment, then summarise it (``overwrite``: replace
-    cells that hold results of a different config instead of stopping)."""
+                   overwrite: bool = False) -> list[Section]:
+    """Compute the missing runs of one experiment, then summarise it (``overwrite``: replace
+    runs that hold results of a different config instead of stopping)."""
     exp = registry()[name]
-    root = results / name
-    spec = exp.spec(quick)
-    if missing(root, spec):
-        run_grid(spec, root, workers=exp.workers or workers, threads=exp.threads, overwrite=overwrite)
-    figdir = figdir or root
+    if exp.missing(results, quick):
+        exp.compute(results, quick, workers, overwrite=overwrite)
+    figdir = figdir or exp.folder(results)
     figdir.mkdir(parents=True, exist_ok=True)
-    return exp.summarize(root, figdir, quick=quick, command=experiment_command(name, quick))
+    return exp.sections(results, figdir, quick)
 
 
 def build(results: Path, docs: Path, quick: bool = False, compute: bool = True, workers: int = 2,
           overwrite: bool = False) -> Path:
     """Write ``docs/RESULTS.md`` (+ ``docs/figures/*.png``) from the results folder."""
-    from .experiments import mechanism
-
     figdir = docs / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
     sections: list[Section] = []
     for name, exp in registry().items():
-        root = results / name
-        todo = missing(root, exp.spec(quick))
+        if quick and not exp.in_quick:
+            continue
+        todo = exp.missing(results, quick)
         if todo and not compute:
-            sections.append(Section(name, f"{len(todo)} of its cells have no results under `{root}`: run "
-                                          f"`{experiment_command(name, quick)}` (or `bfclab report` without "
+            sections.append(Section(name, f"{todo} of its runs have no results under `{exp.folder(results)}`: "
+                                          f"run `{exp.command(quick, results)}` (or `bfclab report` without "
                                           f"`--no-compute`)."))
             continue
-        sections.append(run_experiment(name, results, quick, workers, figdir, overwrite=overwrite))
-        if name == "correction":
-            sections.append(mechanism.summarize(root, figdir, quick=quick,
-                                                command=experiment_command(name, quick)))
-    sections += extra_sections(results, figdir, quick, compute)
+        sections += run_experiment(name, results, quick, workers, figdir, overwrite=overwrite)
     lines = [
         "# bfclab results",
         "",
@@ -66,38 +56,6 @@ def build(results: Path, docs: Path, quick: bool = False, compute: bool = True, 
         lines += [f"## {s.title}", "", _relink(s.markdown, figdir, docs), ""]
     out = docs / "RESULTS.md"
     atomic_write_bytes(out, ("\n".join(lines) + "\n").encode())
-    return out
-
-
-IMAGE_DATASETS = ("mnist1d", "digits")
-IMAGE_METHODS = ["e2e", "layerwise", "window:1", "window:2", "bfc"]
-
-
-def image_command(dataset: str, quick: bool) -> str:
-    if quick:
-        return (f"bfclab images --dataset {dataset} --methods e2e,layerwise,bfc --seeds 0 "
-                f"--train.epochs_per_stage 1")
-    return f"bfclab images --dataset {dataset}"
-
-
-def extra_sections(results: Path, figdir: Path, quick: bool, compute: bool = True) -> list[Section]:
-    """The real-image growth experiments (not sweep grids): computed if missing, then summarised
-    from their stored result files.  --quick runs digits only, one seed, one epoch a stage."""
-    from .experiments import images
-    from .images.config import preset
-
-    out = []
-    for dataset in IMAGE_DATASETS[1:] if quick else IMAGE_DATASETS:
-        root = results / "images" / dataset
-        cmd = image_command(dataset, quick) + f" --out {root}"
-        if compute:  # trains only the (method, seed) runs without a result of this config
-            base = preset(dataset)
-            methods, seeds = IMAGE_METHODS, [0, 1, 2]
-            if quick:
-                base.train.epochs_per_stage, methods, seeds = 1, ["e2e", "layerwise", "bfc"], [0]
-            images.run_experiment(base, methods, seeds, root, progress=False, log=lambda s: None)
-        text = images.report_section(root, figdir)
-        out.append(Section(f"images: {dataset}", f"Command: `{cmd}`.\n\n{text}"))
     return out
 
 

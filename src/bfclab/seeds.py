@@ -4,6 +4,8 @@ A stream maps a user-facing seed (the run's ``seed``, or the target's ``target.s
 integer that seeds one ``torch.Generator`` / ``numpy`` generator, as ``multiplier * seed +
 offset``.  Different streams of one seed never share a generator, so changing how many numbers
 one consumer draws (a wider learner, more training samples) leaves every other draw unchanged.
+Functions that take an integer ``seed`` argument (``Target.sample``, ``ridge.split``) are given
+a stream's value by their callers.
 The multipliers are distinct primes and the offsets keep the streams of seeds 0, 1, 2, ...
 apart; their values are the ones bfclab has always used, so stored results reproduce.
 
@@ -25,6 +27,7 @@ krr_select          run seed      the sub-sample on which KRR selects its ridge
 ridge_split         run seed      a ridge solver's fit/validation split
 rf_split            run seed      the random-feature ridge's fit/validation split
 baseline_init       run seed      random features, two-layer network weights and batches
+seqkernel_split     run seed      the sequential kernel's split at each level (index = level)
 sample_reference    (fixed)       the sample on which the sample-complexity study measures
 ==================  ============  ======================================================
 """
@@ -43,8 +46,8 @@ class Stream:
     offset: int
     doc: str
 
-    def __call__(self, seed: int = 0) -> int:
-        return self.multiplier * int(seed) + self.offset
+    def __call__(self, seed: int = 0, index: int = 0) -> int:
+        return self.multiplier * int(seed) + self.offset + int(index)
 
 
 STREAMS: dict[str, Stream] = {
@@ -63,18 +66,20 @@ STREAMS: dict[str, Stream] = {
     "ridge_split": Stream(1, 0, "a ridge solver's fit/validation split"),
     "rf_split": Stream(1, 1, "the random-feature ridge's fit/validation split"),
     "baseline_init": Stream(1, 0, "random features, two-layer weights and batches"),
+    "seqkernel_split": Stream(1, 0, "the sequential kernel's fit/validation split of level `index`"),
     "sample_reference": Stream(0, 123, "the sample-complexity study's reference sample"),
 }
 
 
-def seed_of(stream: str, seed: int = 0) -> int:
-    """The integer that seeds ``stream`` for the user-facing ``seed``."""
-    return STREAMS[stream](seed)
+def seed_of(stream: str, seed: int = 0, index: int = 0) -> int:
+    """The integer that seeds ``stream`` for the user-facing ``seed`` (``index``: one of several
+    draws of a stream, e.g. a level)."""
+    return STREAMS[stream](seed, index)
 
 
-def generator(stream: str, seed: int = 0) -> torch.Generator:
+def generator(stream: str, seed: int = 0, index: int = 0) -> torch.Generator:
     """A fresh CPU ``torch.Generator`` for ``stream`` (never the global generator)."""
-    return torch.Generator().manual_seed(seed_of(stream, seed))
+    return torch.Generator().manual_seed(seed_of(stream, seed, index))
 
 
 def numpy_rng(stream: str, seed: int = 0) -> np.random.Generator:

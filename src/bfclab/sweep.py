@@ -49,11 +49,11 @@ from .baselines.fit import run_baseline
 from .baselines.registry import ESTIMATORS, resolve_options
 from .config import ConfigError, RunConfig, apply_mapping, load_file, set_key, to_dict
 from .methods import METHODS, DivergenceError, is_deep, parse_method
-from .results import atomic_write_bytes, dumps, read_json, write_json
-from .train import CHECKPOINT, load_checkpoint, train, validate
+from .results import Result, atomic_write_bytes, dumps, read_json, read_json_mapping, write_json
+from .training import CHECKPOINT, load_checkpoint, train, validate
 
 def check_method(method: str) -> None:
-    """A deep training method (bfclab.train) or a baseline name (bfclab.baselines.registry)."""
+    """A deep training method (bfclab.training) or a baseline name (bfclab.baselines.registry)."""
     if is_deep(method):
         parse_method(method)
         return
@@ -118,17 +118,20 @@ class Cell:
         return cfg
 
 
+#: what a damaged cell file's error tells the user to do
+REMEDY = "delete the cell's folder or run with --overwrite"
+
+
 def _stored_config(f: Path) -> dict:
     """The config stored in a cell's result.json (one-line error when the file is damaged)."""
-    try:
-        res = read_json(f)
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise ConfigError(f"result file '{f}': unreadable ({type(e).__name__}); delete the cell's folder "
-                          f"or run with --overwrite") from None
-    cfg = res.get("config", {}) if isinstance(res, dict) else None
+    res = read_json_mapping(f, "result file", REMEDY)
+    cfg = res.get("config", {})
     if not isinstance(cfg, dict):
-        raise ConfigError(f"result file '{f}': field 'config' must be a mapping; delete the cell's folder "
-                          f"or run with --overwrite")
+        raise ConfigError(f"result file '{f}': field 'config' must be a mapping; {REMEDY}")
+    try:  # everything the sweep's table and the reports will read of it
+        Result.from_json(res)
+    except ValueError as e:
+        raise ConfigError(f"result file '{f}': {e}; {REMEDY}") from None
     return cfg
 
 
@@ -157,7 +160,8 @@ class Grid:
 
 
 def expand(spec: dict, name: str = "sweep") -> Grid:
-    """A grid mapping -> its cells (validated: every key must be a config key)."""
+    """A grid mapping -> its cells (validated: every key must be a config key).  The experiments
+    of PAPER_NOTES §7.3 are such grids."""
     if not isinstance(spec, dict):
         raise ConfigError("grid file: expected a mapping with 'grid' (and optionally 'base', 'baseline', 'name')")
     unknown = set(spec) - {"name", "base", "grid", "baseline"}
@@ -236,6 +240,7 @@ def _product(grid: dict, base: dict, baseline: dict, probe: RunConfig) -> list[C
 
 
 def load_grid(path: str | Path) -> Grid:
+    """The grid of a YAML/JSON grid file (see :func:`expand`; PAPER_NOTES §7.3)."""
     return expand(load_file(path), name=Path(path).stem)
 
 
@@ -344,7 +349,7 @@ class ProcessExecutor:
 def run_sweep(grid: Grid, root: str | Path, workers: int = 1, progress: bool | None = None,
               threads: int = 1, overwrite: bool = False) -> list[dict]:
     """Run every unfinished cell of ``grid`` into ``root`` (``threads`` torch threads per cell);
-    return the collected rows.
+    return the collected rows (the PAPER_NOTES §7.3 experiments are run this way).
 
     A cell whose folder holds the result of a different config is never replaced silently: the
     sweep stops before running anything, naming the cell and the key, unless ``overwrite``.
@@ -394,12 +399,23 @@ def run_sweep(grid: Grid, root: str | Path, workers: int = 1, progress: bool | N
         write_json(root / "sweep.json", {"cells_run": len(todo), "cells_skipped": skipped, "workers": workers,
                                          "threads_per_cell": threads, "wall_seconds": time.time() - t0,
                                          "loadavg_start": list(load0), "loadavg_end": list(os.getloadavg()),
+                                         **machine(),
                                          "errors": errors})
     rows = collect(root, grid)
     write_table(rows, root / "table.csv")
     if errors:
         print(f"[{grid.name}] {len(errors)} cell(s) failed; first: {errors[0]}", file=sys.stderr)
     return rows
+
+
+def machine() -> dict:
+    """What the reports quote of the machine a sweep ran on: CPUs and total RAM (bytes)."""
+    try:
+        with open("/proc/meminfo") as f:
+            mem = next(int(l.split()[1]) * 1024 for l in f if l.startswith("MemTotal:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mem = None
+    return {"cpus": os.cpu_count(), "mem_total_bytes": mem}
 
 
 # ---- the tidy table ------------------------------------------------------------------------------
@@ -413,19 +429,21 @@ def flatten(prefix: str, obj, out: dict) -> None:
         out[prefix] = obj
 
 
-def row_of(result: dict, overrides: dict) -> dict:
+def row_of(result: Result, overrides: dict) -> dict:
     """A table row: the grid's keys, then scalar metrics and per-layer errors."""
     row = {k: v for k, v in overrides.items()}
-    row.setdefault("method", result.get("method"))
-    row.setdefault("seed", result.get("seed"))
-    for key in ("test_nmse", "train_nmse", "test_error", "train_error", "seconds", "diverged"):
-        if key in result:
-            row[key] = result[key]
+    row.setdefault("method", result.method)
+    row.setdefault("seed", result.seed)
+    for key in ("test_nmse", "train_nmse", "test_error", "train_error"):
+        if key in result.metrics:
+            row[key] = result.metrics[key]
+    row["seconds"] = result.seconds
+    if result.diverged:
+        row["diverged"] = result.diverged
     for key in ("feature_error", "weight_change"):
-        per_level = result.get(key)
-        for l, v in (per_level.items() if isinstance(per_level, dict) else ()):
+        for l, v in getattr(result, key).items():
             row[f"{key}.L{l}"] = v
-    data = (result.get("config") or {}).get("data") if isinstance(result.get("config"), dict) else None
+    data = result.config.get("data")
     row.setdefault("data.n_train", data.get("n_train") if isinstance(data, dict) else None)
     return row
 
@@ -440,7 +458,11 @@ def collect(root: str | Path, grid: Grid | None = None) -> list[dict]:
         cells = [(p.parent.name, None) for p in sorted((root / "cells").glob("*/result.json"))]
     for cid, ov in cells:
         d = root / "cells" / cid
-        res = _read_cell_file(d / "result.json")
+        stored_result = _read_cell_file(d / "result.json")
+        try:
+            res = Result.from_json(stored_result)
+        except ValueError as e:
+            raise ConfigError(f"cell file '{d / 'result.json'}': {e}; {REMEDY}") from None
         if ov is None:
             stored = _read_cell_file(d / "cell.json") if (d / "cell.json").exists() else {}
             ov = stored.get("overrides", {})
@@ -452,14 +474,7 @@ def collect(root: str | Path, grid: Grid | None = None) -> list[dict]:
 
 def _read_cell_file(f: Path) -> dict:
     """A cell's JSON file as a mapping (one-line error naming the file when it is damaged)."""
-    try:
-        data = read_json(f)
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise ConfigError(f"cell file '{f}': unreadable ({type(e).__name__}); delete the cell's folder "
-                          f"or run with --overwrite") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"cell file '{f}': expected a mapping; delete the cell's folder or run with --overwrite")
-    return data
+    return read_json_mapping(f, "cell file", REMEDY)
 
 
 def write_table(rows: list[dict], path: Path) -> None:

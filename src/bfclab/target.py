@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from . import seeds
 from .config import ConfigError, TargetConfig, to_dict
 from .results import atomic_write_bytes, load_torch_file
 
@@ -144,7 +145,7 @@ def _random_weight(rows: int, cols: int, kappa: float, gen: torch.Generator) -> 
 
 @dataclass
 class Target:
-    """A frozen member of the concept class.  All tensors are float64 on the CPU.
+    """A frozen member of the concept class (PAPER_NOTES §2).  All tensors are float64 on the CPU.
 
     Attributes
     ----------
@@ -173,7 +174,7 @@ class Target:
     def from_config(cls, cfg: TargetConfig) -> "Target":
         validate(cfg)
         conn, widths, alphas = resolve_conn(cfg), resolve_widths(cfg), resolve_alphas(cfg)
-        gen = torch.Generator().manual_seed(int(cfg.seed))
+        gen = seeds.generator("target", cfg.seed)
         dims = {0: 1, 1: cfg.d, **widths}
         weights = {
             l: {j: _random_weight(widths[l], dims[j], cfg.kappa, gen) for j in conn[l]}
@@ -220,10 +221,6 @@ class Target:
             feats[l] = (self._pre(l, x, feats) - self.mu[l]) / self.scale[l]
         return feats
 
-    def layer_outputs(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
-        """G*_l(x) = sigma(S*_l(x)) for l = 2..L."""
-        return {l: square(s) for l, s in self.features(x).items()}
-
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """G*(x) = sum_l alpha_l ||S*_l(x)||^2 (float64)."""
         return self._output(self.features(x))
@@ -231,10 +228,6 @@ class Target:
     def level_outputs(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
         """The per-level terms alpha_l ||S*_l(x)||^2 whose sum is G*(x)."""
         return {l: self.alphas[l] * square(s).sum(-1) for l, s in self.features(x).items()}
-
-    def degree(self, l: int | None = None) -> int:
-        """Polynomial degree of S*_l (or of G* when l is None) (PAPER_NOTES §2.4)."""
-        return 2 ** (self.L - 1) if l is None else 2 ** (l - 2)
 
     # ---- data --------------------------------------------------------------------------------
     def sample(self, n: int, seed: int, task: str = "regression", label_noise: float = 0.0):

@@ -1,5 +1,5 @@
 """Every learner behind one fit/predict interface (PAPER_NOTES §6: the methods the paper argues
-against, plus the deep modes of ``bfclab.train`` wrapped the same way).
+against, plus the deep modes of ``bfclab.training`` wrapped the same way).
 
 An estimator is any object with
 

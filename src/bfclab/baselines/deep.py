@@ -3,7 +3,7 @@
 
 ``DeepEstimator(method, target, cfg)`` trains the bfclab learner on the given samples with the
 stage-wise schedule of ``method`` (bfc | layerwise | window:K | e2e); metrics during training are
-measured on the target's standard test split (``bfclab.train.make_data``).
+measured on the target's standard test split (``bfclab.training.make_data``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 
 from ..config import RunConfig
 from ..methods import parse_method
-from ..train import Run, make_data
+from ..training import Run, make_data
 
 
 class DeepEstimator:
@@ -34,7 +34,7 @@ class DeepEstimator:
         self.run = Run(self.cfg, target=self.target, progress=self.progress, log=lambda s: None,
                        data=(x.to(torch.float64).cpu(), y.to(torch.float64).cpu(), xt, yt))
         res = self.run.run()
-        self.info = {k: res[k] for k in ("test_nmse", "train_nmse", "feature_error", "seconds") if k in res}
+        self.info = {**res.metrics, "feature_error": res.feature_error, "seconds": res.seconds}
         return self
 
     @torch.no_grad()

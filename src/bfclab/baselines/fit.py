@@ -1,5 +1,5 @@
 """A baseline run: fit a non-hierarchical estimator on the split every method sees and write its
-result folder (PAPER_NOTES §6, §7.3 A.5) — what :func:`bfclab.train.train` is for the deep methods."""
+result folder (PAPER_NOTES §6, §7.3 A.5) — what :func:`bfclab.training.train` is for the deep methods."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from ..config import RunConfig, to_dict
 from ..device import resolve_device
 from ..results import write_json
 from ..target import Target
-from ..train import make_data
+from ..training import make_data
 from .registry import make_estimator
 
 

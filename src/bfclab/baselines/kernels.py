@@ -44,6 +44,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .. import seeds
+from ..config import LearnerConfig
+from ..learner import Learner
+
 Prepared = tuple  # of tensors, each with the rows of x as its leading dimension
 
 # The kernels' parameters are checked where the estimator options are parsed (the kernel option
@@ -270,12 +274,8 @@ def learner_entk(target, *, kind: str = "simple", m: int = 64, init_std: float =
     2..L is activated (``Learner.activate``) with Gaussian weights of std ``init_std``/sqrt(q_l).
     ``kind`` is the learner kind ("simple" or "paper", width ``m`` for the wide branch).
     """
-    from ..config import LearnerConfig
-    from ..learner import Learner
-
-    model = Learner(target.d, target.widths, target.conn, target.alphas,
-                    LearnerConfig(kind=kind, m=m), seed=seed)
-    gen = torch.Generator().manual_seed(int(seed) + 1)
+    model = Learner.for_target(target, LearnerConfig(kind=kind, m=m), seed=seed)
+    gen = seeds.generator("entk_init", seed)
     for lev in model.levels:
         model.activate(lev, init_std, gen)
     return EmpiricalNTK(model, chunk=chunk)

@@ -36,6 +36,7 @@ from typing import Sequence
 
 import torch
 
+from .. import seeds
 from ..config import ConfigError
 from .kernels import Kernel, rows
 from .ridge import DEFAULT_GRID, choose, grid_values, holdout_errors, resolve_dtype, ridge_floor, spd_solve, split
@@ -141,9 +142,9 @@ class KRR:
     def select_ridge(self, x: torch.Tensor, yc: torch.Tensor) -> float:
         """Choose lam on a sub-sample (one float64 eigendecomposition, all grid values at once)."""
         n = x.shape[0]
-        gen = torch.Generator().manual_seed(self.seed + 1)
+        gen = seeds.generator("krr_select", self.seed)
         sub = torch.randperm(n, generator=gen)[: min(n, self.select_n)]
-        fit_i, val_i = split(len(sub), self.val_frac, self.seed)
+        fit_i, val_i = split(len(sub), self.val_frac, seeds.seed_of("ridge_split", self.seed))
         fit_i, val_i = sub[fit_i], sub[val_i]
         xf, xv, yf, yv = x[fit_i].double(), x[val_i].double(), yc[fit_i].double(), yc[val_i].double()
         K = self.kernel(xf, xf, self.block_size)

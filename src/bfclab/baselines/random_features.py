@@ -22,6 +22,7 @@ from typing import Sequence
 
 import torch
 
+from .. import seeds
 from .ridge import DEFAULT_GRID, FeatureRidge, resolve_dtype
 
 FEATURES = ("quad", "relu")
@@ -34,7 +35,7 @@ class RandomFeatureMap:
                  dtype: torch.dtype, device: torch.device):
         if features not in FEATURES:
             raise ValueError(f"features must be one of {', '.join(FEATURES)}, got {features!r}")
-        gen = torch.Generator().manual_seed(int(seed))
+        gen = seeds.generator("baseline_init", seed)
         self.W = torch.randn(d, n_features, generator=gen, dtype=torch.float64).to(device, dtype) / math.sqrt(d)
         self.b = (bias * torch.randn(n_features, generator=gen, dtype=torch.float64)).to(device, dtype)
         self.features = features
@@ -73,7 +74,7 @@ class RandomFeatures:
                                      self.dtype, self.device)
         self.solver_ = FeatureRidge(self.map_, ridge=self.ridge, ridge_grid=self.ridge_grid,
                                     val_frac=self.val_frac, chunk=self.chunk, solver=self.solver,
-                                    seed=self.seed + 1, what="random-feature system")
+                                    seed=seeds.seed_of("rf_split", self.seed), what="random-feature system")
         self.solver_.fit(x.to(self.device, self.dtype), y.to(self.device, self.dtype))
         self.ridge_, self.selection_ = self.solver_.ridge_, self.solver_.selection_
         return self

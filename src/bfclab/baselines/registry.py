@@ -306,7 +306,7 @@ def resolve_options(name: str, given: dict | None, target=None) -> dict:
 
 
 def make_estimator(name: str, options: dict | None = None, *, device: str = "cpu", seed: int = 0, target=None):
-    """Build the estimator ``name`` (an ``Estimator``: fit(x, y) -> self, predict(x), name).
+    """Build the non-hierarchical baseline ``name`` (PAPER_NOTES §6; an ``Estimator``: fit(x, y) -> self, predict(x), name).
 
     A deep training method (bfc | layerwise | window:K | e2e) gives a ``DeepEstimator``; its
     options are any subset of the run config (e.g. {"train": {"steps_per_stage": 2000}}).

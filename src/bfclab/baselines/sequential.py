@@ -41,6 +41,7 @@ from typing import Sequence
 
 import torch
 
+from .. import seeds
 from .ridge import DEFAULT_GRID, FeatureRidge, resolve_dtype
 
 PASS_UP = ("eig", "output")
@@ -130,7 +131,7 @@ class SequentialKernel:
         for lev in range(2, self.L + 1):
             std = Standardise(u_raw)
             solver = FeatureRidge(self._featurize(std), ridge=self.ridge, ridge_grid=self.ridge_grid,
-                                  val_frac=self.val_frac, chunk=self.chunk, seed=self.seed + lev,
+                                  val_frac=self.val_frac, chunk=self.chunk, seed=seeds.seed_of("seqkernel_split", self.seed, lev),
                                   what=f"level-{lev} system").fit(u_raw, resid)
             h = solver.predict(u_raw)
             level = {"level": lev, "std": std, "solver": solver, "V": None}

@@ -9,7 +9,7 @@ with sigma(z) = z^2 (``quad``, the concept class's activation, PAPER_NOTES §2.2
 beta = ``bias`` (0 removes the biases).  Its infinite-width NTK for relu is
 :class:`bfclab.baselines.kernels.ReluNTK` (tested).  The estimator trains it on standardised
 labels (mean 0, variance 1) with minibatch Adam or SGD (momentum), the learning rate following
-``bfclab.train.lr_factor`` (cosine by default), optional gradient clipping, and a tqdm progress
+``bfclab.methods.lr_factor`` (cosine by default), optional gradient clipping, and a tqdm progress
 bar when stderr is a terminal.
 """
 
@@ -21,7 +21,8 @@ import sys
 import torch
 from torch import nn
 
-from ..train import lr_factor
+from .. import seeds
+from ..methods import lr_factor
 from .ridge import resolve_dtype
 
 ACTIVATIONS = ("quad", "relu")
@@ -77,7 +78,7 @@ class TwoLayer:
         return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
     def fit(self, x: torch.Tensor, y: torch.Tensor) -> "TwoLayer":
-        gen = torch.Generator().manual_seed(self.seed)
+        gen = seeds.generator("baseline_init", self.seed)
         x = x.to(self.device, self.dtype)
         y = y.to(self.device, torch.float64)
         self.y_mean_, self.y_std_ = float(y.mean()), float(y.std()) or 1.0

@@ -1,19 +1,21 @@
 """What every synthetic experiment shares: a grid run through the sweep runner, results read
 back from run directories, medians with spread, and small Markdown helpers.
 
-An experiment module defines ``NAME``, ``COMMAND`` (how a user runs it), ``spec(quick) -> grid
-mapping`` and ``summarize(root, figdir) -> Section``.  Tables and figures are computed only from
-the stored files under ``root``.
+An experiment module defines ``spec(quick) -> grid mapping`` and ``summarize(root, figdir, quick=,
+command=) -> Section`` (``command``: how a user computes its runs, printed in the section); the
+registry in :mod:`bfclab.experiments` lists them.  Tables and figures are computed only from the
+stored files under ``root``.
 """
 
 from __future__ import annotations
 
-import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..results import read_json, read_jsonl
+from ..results import Result, read_json, read_records
 from ..sweep import Cell, Grid, expand, run_sweep
+from ..tables import markdown_table as table
+from ..tables import med, spread  # noqa: F401 (the experiments' summary statistics)
 
 # A tiny version of the default target for --quick runs (CI): same structure, seconds per run.
 QUICK_BASE = {
@@ -29,18 +31,17 @@ class Section:
 
     title: str
     markdown: str
-    figures: list[Path] = field(default_factory=list)
-    checks: list[dict] = field(default_factory=list)
 
 
 @dataclass
 class CellRun:
     params: dict
     dir: Path
-    result: dict
+    result: Result
 
     def records(self) -> list[dict]:
-        return read_jsonl(self.dir / "metrics.jsonl")
+        """The run's metrics series (int level keys)."""
+        return read_records(self.dir / "metrics.jsonl")
 
 
 def run_grid(spec: dict, root: Path, workers: int = 2, progress: bool | None = None, threads: int = 1,
@@ -58,8 +59,8 @@ def load_cells(root: Path, spec: dict, diverged: bool = False) -> list[CellRun]:
     for c in grid.cells:
         d = Path(root) / "cells" / c.id
         if c.finished(root):
-            res = read_json(d / "result.json")
-            if bool(res.get("diverged")) == diverged:
+            res = Result.read(d / "result.json")
+            if bool(res.diverged) == diverged:
                 out.append(CellRun(c.params, d, res))
     return out
 
@@ -69,43 +70,12 @@ def diverged_note(root: Path, spec: dict) -> str:
     bad = load_cells(root, spec, diverged=True)
     if not bad:
         return ""
-    names = "; ".join(f"{c.params} ({c.result['diverged']})" for c in bad)
+    names = "; ".join(f"{c.params} ({c.result.diverged})" for c in bad)
     return f"{len(bad)} run(s) diverged and are left out of the statistics: {names}."
 
 
 def missing(root: Path, spec: dict) -> list[Cell]:
     return [c for c in expand(spec).cells if not c.finished(root)]
-
-
-def med(values) -> float:
-    vals = [v for v in values if v == v]
-    return statistics.median(vals) if vals else float("nan")
-
-
-def spread(values) -> str:
-    """'median [min, max]' in scientific notation."""
-    vals = [v for v in values if v == v]
-    if not vals:
-        return "n/a"
-    return f"{statistics.median(vals):.2e} [{min(vals):.1e}, {max(vals):.1e}]"
-
-
-def table(head: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def stage_value(result: dict, stage: int, key: str, level: int | None = None):
-    rec = result["stage_end"].get(str(stage))
-    if rec is None:
-        return float("nan")
-    v = rec[key]
-    return v.get(str(level), float("nan")) if level is not None else v
-
-
-def err_key(result: dict) -> str:
-    return "test_error" if "test_error" in result else "test_nmse"
 
 
 def checks_md(checks: list[dict]) -> str:
@@ -121,7 +91,9 @@ def conditions(root: Path) -> str:
     if not f.is_file():
         return ""
     s = read_json(f)
+    cpus = s.get("cpus")
+    machine = (f"{cpus} CPUs; a load above {cpus} means other jobs shared it" if cpus
+               else "the machine's CPU count was not recorded")
     return (f"Last computing run: {s['cells_run']} cells ({s['cells_skipped']} already there) in "
             f"{s['wall_seconds'] / 60:.1f} min with {s['workers']} worker(s); load average "
-            f"{s['loadavg_start'][0]:.1f} at the start, {s['loadavg_end'][0]:.1f} at the end (2-core machine; "
-            f"a load above 2 means other jobs shared it).")
+            f"{s['loadavg_start'][0]:.1f} at the start, {s['loadavg_end'][0]:.1f} at the end ({machine}).")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..plots import plot_feature_curves
-from .common import QUICK_BASE, Section, diverged_note, checks_md, err_key, load_cells, spread, stage_value, table
+from .common import QUICK_BASE, Section, checks_md, diverged_note, load_cells, spread, table
 
 NAME = "correction"
 METHODS = ["bfc", "layerwise", "e2e"]
@@ -36,8 +36,8 @@ def summarize(root: Path, figdir: Path, quick: bool = False, task: str = "regres
     if not by_method:
         return Section(NAME, f"No results under `{root}`: run `{command}`.")
     first = next(iter(by_method.values()))[0].result
-    ek = err_key(first)
-    L = max(int(s) for s in first["stage_end"])
+    ek = first.error_name
+    L = max(first.stage_end)
     levels = list(range(2, L + 1))
     name = "correction" if task == "regression" else "classification"
     fig = figdir / f"{name}.png"
@@ -46,19 +46,19 @@ def summarize(root: Path, figdir: Path, quick: bool = False, task: str = "regres
     rows = []
     for m, cs in by_method.items():
         for s in levels:
-            cells_fe = [spread([stage_value(c.result, s, "feature_error", l) for c in cs]).replace("n/a", "")
+            cells_fe = [spread([c.result.stage_value(s, "feature_error", l) for c in cs]).replace("n/a", "")
                         for l in levels]  # empty where the level is not active yet
-            rows.append([m, s, spread([stage_value(c.result, s, ek) for c in cs]), *cells_fe])
+            rows.append([m, s, spread([c.result.stage_value(s, ek) for c in cs]), *cells_fe])
     head = ["method", "end of stage", ek.replace("_", " ")] + [f"fe layer {l}" for l in levels]
-    final = [[m, spread([c.result[ek] for c in cs]), len(cs)] for m, cs in by_method.items()]
+    final = [[m, spread([c.result.error for c in cs]), len(cs)] for m, cs in by_method.items()]
     checks = []
     if "bfc" in by_method:
-        ratios = [stage_value(c.result, 2, "feature_error", 2) / max(c.result["feature_error"]["2"], 1e-300)
+        ratios = [c.result.stage_value(2, "feature_error", 2) / max(c.result.feature_error[2], 1e-300)
                   for c in by_method["bfc"]]
         checks.append({"check": "bfc: layer-2 feature error falls >= 2x from end of stage 2 to the end, every seed",
                        "pass": all(r >= 2 for r in ratios), "value": ", ".join(f"{r:.1f}x" for r in ratios)})
     if "layerwise" in by_method:
-        flat = [(stage_value(c.result, 2, "feature_error", 2), c.result["feature_error"]["2"])
+        flat = [(c.result.stage_value(2, "feature_error", 2), c.result.feature_error[2])
                 for c in by_method["layerwise"]]
         checks.append({"check": "layerwise: layer-2 feature error flat after stage 2, every seed",
                        "pass": all(a == b for a, b in flat),
@@ -75,4 +75,4 @@ def summarize(root: Path, figdir: Path, quick: bool = False, task: str = "regres
         checks_md(checks),
         diverged_note(root, spec(quick, task)),
     ])
-    return Section(name, md, [fig], checks)
+    return Section(name, md)

@@ -30,8 +30,8 @@ def summarize(root: Path, figdir: Path, quick: bool = False, command: str = "bfc
     fe2 = {m: {} for m in METHODS}
     for c in cells:
         r = float(c.params["target.rho"])
-        nm[c.params["method"]].setdefault(r, []).append(c.result["test_nmse"])
-        fe2[c.params["method"]].setdefault(r, []).append(c.result["feature_error"]["2"])
+        nm[c.params["method"]].setdefault(r, []).append(c.result.error)
+        fe2[c.params["method"]].setdefault(r, []).append(c.result.feature_error[2])
     nm = {m: v for m, v in nm.items() if v}
     ratio = {"layerwise / bfc": {r: [med(nm["layerwise"][r]) / med(nm["bfc"][r])]
                                  for r in nm.get("bfc", {}) if r in nm.get("layerwise", {})}}
@@ -57,4 +57,4 @@ def summarize(root: Path, figdir: Path, quick: bool = False, command: str = "bfc
         table(["rho"] + METHODS + ["layerwise / bfc"], rows),
         diverged_note(root, spec(quick)),
     ])
-    return Section(NAME, md, [fig])
+    return Section(NAME, md)

@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 from ..config import ConfigError, apply_mapping, load_file, parse_overrides, set_key, to_dict
-from ..results import atomic_write_bytes, dumps, read_json, write_json
-from ..train import parse_method
+from ..results import atomic_write_bytes, dumps, read_json, read_json_mapping, write_json
+from ..methods import parse_method
 from ..images import summary as S
 from ..images.augment import canonical as canonical_augment
 from ..images.config import DATASETS, ImageRunConfig, preset, validate
@@ -96,18 +96,28 @@ def _stored_config(path: Path) -> dict | None:
     f = path / "result.json"
     if not f.is_file():
         return None
-    try:
-        res = read_json(f)
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise ConfigError(f"result file '{f}': unreadable ({type(e).__name__}); use --overwrite to train it again") from None
-    if not isinstance(res, dict) or not isinstance(res.get("config"), dict):
-        raise ConfigError(f"result file '{f}': field 'config' must be a mapping; use --overwrite to train it again")
+    again = "use --overwrite to train it again"
+    res = read_json_mapping(f, "result file", again)
+    if not isinstance(res.get("config"), dict):
+        raise ConfigError(f"result file '{f}': field 'config' must be a mapping; {again}")
     return res["config"]
 
 
 def _already_done(path: Path, cfg: ImageRunConfig) -> bool:
     """True when ``path/result.json`` exists and was made with exactly this config."""
     return _stored_config(path) == json.loads(dumps(to_dict(cfg)))
+
+
+def missing_runs(base: ImageRunConfig, methods: list[str], seeds: list[int], out: Path) -> list[tuple[str, int]]:
+    """The (method, seed) runs of the experiment without a result of their config under ``out``."""
+    todo = []
+    for method in methods:
+        for seed in seeds:
+            cfg = copy.deepcopy(base)
+            cfg.method, cfg.seed = method, seed
+            if not _already_done(run_dir(out, method, seed), cfg):
+                todo.append((method, seed))
+    return todo
 
 
 def run_experiment(base: ImageRunConfig, methods: list[str], seeds: list[int], out: Path,

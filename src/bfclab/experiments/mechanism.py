@@ -28,14 +28,14 @@ from ..config import RunConfig, from_dict
 from ..learner import Learner, trunc_square
 from ..results import load_torch_file
 from ..target import Target
-from ..train import make_data
+from ..training import make_data
 from .common import CellRun, Section, load_cells, med, table
 from .correction import spec as correction_spec
 
 
 def load_learner(run_dir: Path, stage: int, cfg: RunConfig, target: Target) -> Learner:
     st = load_torch_file(run_dir / f"stage{stage}.pt")
-    m = Learner(target.d, target.widths, target.conn, target.alphas, cfg.learner, seed=cfg.seed)
+    m = Learner.for_target(target, cfg.learner, seed=cfg.seed)
     m.load_state_dict(st["model"])
     m.active = list(st["active"])
     m.warm = set(st["warm"])
@@ -50,7 +50,7 @@ def level_term(m: Learner, x: torch.Tensor, level: int) -> torch.Tensor:
         return m.layer(level).scale * trunc_square(head, m.cfg.B).sum(-1)
 
 
-def quadratic_features(x: torch.Tensor) -> torch.Tensor:
+def degree2_basis(x: torch.Tensor) -> torch.Tensor:
     """[1, x_i, x_i x_j (i <= j)]: a basis of the polynomials of degree <= 2."""
     iu = torch.triu_indices(x.shape[1], x.shape[1])
     return torch.cat([torch.ones(x.shape[0], 1, dtype=x.dtype), x, x[:, iu[0]] * x[:, iu[1]]], dim=1)
@@ -73,7 +73,7 @@ def which_part(run: CellRun, n_eval: int = 20000) -> dict:
     x = xt[:n_eval].to(torch.float64)
     true = target.level_outputs(x)
     h = sum(v for l, v in true.items() if l > 2)
-    p = project(quadratic_features(x), h)
+    p = project(degree2_basis(x), h)
     last = target.L
     out = {}
     for when, stage in (("before", 2), ("after", last)):
@@ -85,7 +85,7 @@ def which_part(run: CellRun, n_eval: int = 20000) -> dict:
 
 def how_much(run: CellRun) -> dict:
     """{level: {stage: relative change of (K, W) during that stage}} from the checkpoints."""
-    L = max(int(s) for s in run.result["stage_end"])
+    L = max(run.result.stage_end)
     states = {s: load_torch_file(run.dir / f"stage{s}.pt")["model"]
               for s in range(2, L + 1)}
     out: dict = {}
@@ -107,7 +107,7 @@ def summarize(root: Path, figdir: Path, quick: bool = False,
     parts = [f"Computed from the stage-end checkpoints of the `correction` runs (`{command}`; "
              f"then `bfclab report`)."]
     # how much
-    L = max(int(s) for s in cells[0].result["stage_end"])
+    L = max(cells[0].result.stage_end)
     rows = []
     for c in sorted(cells, key=lambda c: (c.params["method"], c.params["seed"])):
         for j, per in how_much(c).items():

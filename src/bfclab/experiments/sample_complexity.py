@@ -2,7 +2,7 @@
 the paper argues against (PAPER_NOTES §6; the headline separation of the paper's abstract).
 
 The grid runs every method on the same default target, the same test set and the same training
-samples (``bfclab.train.make_data``) over a log grid of n and 3 seeds.  Kernels are fitted up to
+samples (``bfclab.training.make_data``) over a log grid of n and 3 seeds.  Kernels are fitted up to
 n = 20 000 here; the largest n that fits in memory is measured by the separate ``kernel-limit``
 experiment (one seed, float32), which this summary quotes next to ``bfc`` at n = 20 000.
 
@@ -15,9 +15,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..plots import plot_vs
-from ..target import Target
+from .. import seeds
+from ..baselines.kernels import Polynomial
+from ..baselines.krr import GiB, largest_n
 from ..config import TargetConfig, apply_mapping
+from ..plots import plot_vs
+from ..results import read_json
+from ..target import Target
 from .common import QUICK_BASE, Section, conditions, diverged_note, load_cells, med, spread, table
 
 NAME = "sample-complexity"
@@ -55,7 +59,7 @@ def reference_levels(base: dict) -> dict[str, float]:
     tc = TargetConfig()
     apply_mapping(tc, base.get("target", {}))
     t = Target.from_config(tc)
-    x, y, _ = t.sample(20000, seed=123)
+    x, y, _ = t.sample(20000, seed=seeds.seed_of("sample_reference"))
     terms = t.level_outputs(x)
     out = {}
     for l in range(2, t.L):
@@ -80,7 +84,7 @@ def summarize(root: Path, figdir: Path, quick: bool = False,
     curves: dict[str, dict[int, list[float]]] = {}
     for c in cells:
         curves.setdefault(c.params["method"], {}).setdefault(int(c.params["data.n_train"]), []).append(
-            c.result["test_nmse"])
+            c.result.error)
     refs = reference_levels(sp["base"])
     fig = figdir / "sample_complexity.png"
     deep = {m: v for m, v in curves.items() if m in DEEP}
@@ -105,19 +109,19 @@ def summarize(root: Path, figdir: Path, quick: bool = False,
     lim = load_cells(limit_root, limit_spec(quick))
     bfc_top = curves.get("bfc", {}).get(max(ns), [])
     if lim:
-        best = min(lim, key=lambda c: c.result["test_nmse"])
-        lrows = [[c.params["method"], c.params["data.n_train"], f"{c.result['test_nmse']:.3e}",
-                  f"{c.result['seconds']:.0f}"] for c in lim]
+        best = min(lim, key=lambda c: c.result.error)
+        lrows = [[c.params["method"], c.params["data.n_train"], f"{c.result.error:.3e}",
+                  f"{c.result.seconds:.0f}"] for c in lim]
         parts += [
             "Kernels at the largest n measured on this machine (`bfclab experiment kernel-limit`, float32, seed 0):",
             table(["kernel", "n", "test nMSE", "seconds"], lrows),
             f"Best kernel: `{best.params['method']}` at n = {best.params['data.n_train']}: test nMSE "
-            f"{best.result['test_nmse']:.3e}; `bfc` at n = {max(ns)}: median {med(bfc_top):.3e}.",
+            f"{best.result.error:.3e}; `bfc` at n = {max(ns)}: median {med(bfc_top):.3e}.",
         ]
     else:
         parts.append(f"Kernels at the largest n: no results under `{limit_root}`: run "
                      f"`bfclab experiment kernel-limit{' --quick' if quick else ''}`.")
-    return Section(NAME, "\n\n".join(parts), [fig])
+    return Section(NAME, "\n\n".join(parts))
 
 
 def summarize_limit(root: Path, figdir: Path, quick: bool = False,
@@ -125,23 +129,20 @@ def summarize_limit(root: Path, figdir: Path, quick: bool = False,
     lim = load_cells(root, limit_spec(quick))
     if not lim:
         return Section("kernel-limit", f"No results under `{root}`: run `{command}`.")
-    rows = [[c.params["method"], c.params["data.n_train"], f"{c.result['test_nmse']:.3e}",
-             f"{c.result['seconds']:.0f}"] for c in lim]
-    return Section("kernel-limit", f"Command: `{command}`.  {capacity_note()}\n\n"
+    rows = [[c.params["method"], c.params["data.n_train"], f"{c.result.error:.3e}",
+             f"{c.result.seconds:.0f}"] for c in lim]
+    return Section("kernel-limit", f"Command: `{command}`.  {capacity_note(root)}\n\n"
                    + table(["kernel", "n", "test nMSE", "seconds"], rows))
 
 
-def capacity_note() -> str:
-    """The largest n the exact solver's own memory model admits on this machine (float32,
-    polynomial kernel, 90% of total RAM): how close MAX_N is to the limit."""
-    from ..baselines.kernels import Polynomial
-    from ..baselines.krr import GiB, largest_n
-
-    try:
-        with open("/proc/meminfo") as f:
-            total = next(int(l.split()[1]) * 1024 for l in f if l.startswith("MemTotal:"))
-    except (OSError, StopIteration):
-        return ""
+def capacity_note(root: Path) -> str:
+    """The largest n the exact solver's own memory model admits on the machine that computed the
+    runs under ``root`` (its RAM as ``sweep.json`` recorded it; float32, polynomial kernel, 90% of
+    the RAM): how close MAX_N is to the limit."""
+    f = Path(root) / "sweep.json"
+    total = read_json(f).get("mem_total_bytes") if f.is_file() else None
+    if not total:
+        return "The machine's memory was not recorded with these runs, so the solver's limit is not quoted."
     n = largest_n(0.9 * total, 32, Polynomial(8, 1.0), 4, 2048, 4000)
-    return (f"On this machine ({total / GiB:.1f} GiB) the exact solver's memory model admits at most "
-            f"n = {n} in float32 (90% of the RAM).")
+    return (f"On the machine that computed these runs ({total / GiB:.1f} GiB) the exact solver's memory model "
+            f"admits at most n = {n} in float32 (90% of the RAM).")

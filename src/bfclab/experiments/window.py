@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..plots import plot_vs
+from ..sweep import flatten
 from .common import QUICK_BASE, Section, diverged_note, load_cells, med, spread, table
 
 NAME = "window"
@@ -46,8 +47,8 @@ def summarize(root: Path, figdir: Path, quick: bool = False, command: str = "bfc
     by_k = {k: [c for c in cells if c.params["method"] == method_of(k, L)] for k in ks(L)}
     by_k = {k: cs for k, cs in by_k.items() if cs}
     levels = list(range(2, L + 1))
-    nm = {k: [c.result["test_nmse"] for c in cs] for k, cs in by_k.items()}
-    fe = {l: {k: [c.result["feature_error"][str(l)] for c in cs] for k, cs in by_k.items()} for l in levels}
+    nm = {k: [c.result.error for c in cs] for k, cs in by_k.items()}
+    fe = {l: {k: [c.result.feature_error[l] for c in cs] for k, cs in by_k.items()} for l in levels}
     fig = figdir / "window.png"
     labels = [f"{k}\n({method_of(k, L)})" for k in by_k]
     plot_vs([
@@ -70,14 +71,11 @@ def summarize(root: Path, figdir: Path, quick: bool = False, command: str = "bfc
         verdict,
         diverged_note(root, spec(quick)),
     ])
-    return Section(NAME, md, [fig], [{"check": "smallest k within 2x of bfc", "pass": smallest is not None,
-                                       "value": str(smallest)}])
+    return Section(NAME, md)
 
 
 def _describe(base: dict) -> str:
     """'target.L = 5, target.d = 16, ...' from a nested base mapping."""
-    from ..sweep import flatten
-
     flat: dict = {}
     flatten("", base, flat)
     return ", ".join(f"{k} = {v}" for k, v in flat.items())

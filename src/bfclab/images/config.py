@@ -8,7 +8,7 @@ Same conventions as :mod:`bfclab.config`: small typed dataclasses whose fields c
 
 Every method gets the same budget, ``epochs_per_stage x blocks`` epochs: a stage-wise protocol
 spends ``epochs_per_stage`` on each of the B stages, ``e2e`` spends all of it in one stage
-(the ``steps_per_stage`` convention of :mod:`bfclab.train`).
+(the ``steps_per_stage`` convention of :mod:`bfclab.training`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..config import ConfigError, apply_mapping, check_finite, check_limits, opt
-from ..train import Method, parse_method, resolve_device
+from ..device import resolve_device
+from ..methods import Method, parse_method
 
 DATASETS = ("mnist1d", "digits", "cifar10", "cifar100")
 AUGMENTS = ("auto", "none", "crop", "flip", "crop+flip")

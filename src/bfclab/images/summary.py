@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..experiments.common import table
+from ..tables import markdown_table as table
 from ..results import read_json
 
 

@@ -29,13 +29,14 @@ import torch
 
 from . import metrics as M
 from . import seeds
-from .config import ConfigError, DataConfig, RunConfig, apply_mapping, check_finite, to_dict
+from .config import ConfigError, DataConfig, RunConfig, apply_mapping, check_finite, check_limits, to_dict
 from .device import resolve_device
 from .growth import Segment, plan
 from .learner import Learner
 from .learner import validate as validate_learner
 from .methods import DivergenceError, Method, lr_factor, parse_method
-from .results import append_jsonl, atomic_write_bytes, dumps, load_torch_file, read_json, write_json
+from .results import (Result, append_jsonl, atomic_write_bytes, dumps, error_name, load_torch_file, read_json_mapping,
+                      read_records, write_json)
 from .target import Target, resolve_alphas, resolve_conn, resolve_widths
 from .target import validate as validate_target
 
@@ -47,8 +48,6 @@ def validate(cfg: RunConfig) -> Method:
     """Check the whole run config before anything is written (one-line ConfigError): finite
     numbers and every field's limits and choices (the ``opt`` metadata of :mod:`bfclab.config`),
     then what one field cannot say alone."""
-    from .config import check_limits
-
     method = parse_method(cfg.method)
     check_finite(cfg)  # learner.B may be inf (opt(..., inf=True))
     check_limits(cfg)
@@ -62,7 +61,8 @@ def validate(cfg: RunConfig) -> Method:
 
 
 def make_data(target: Target, data: DataConfig, seed: int):
-    """The train/test split every method sees (float64 CPU tensors ``x, y, x_test, y_test``).
+    """The train/test split every method sees (float64 CPU tensors ``x, y, x_test, y_test``;
+    inputs and labels as PAPER_NOTES §2.1 and §2.8 define them).
 
     The training sample depends on the run seed; the test sample only on the target's seed, so
     all runs on one target are scored on the same test points.  Baselines use this too.
@@ -73,7 +73,9 @@ def make_data(target: Target, data: DataConfig, seed: int):
 
 
 class Run:
-    """One training run: data, learner, the stage loop and its measurements.
+    """One training run (PAPER_NOTES §4.2, §5): data, learner, the growth plan's loop and its
+    measurements.  After :meth:`run`: ``result`` (a :class:`~bfclab.results.Result`), ``model``
+    (the trained learner), ``records`` (the metrics series), ``target``.
 
     ``data`` (optional) = (x, y, x_test, y_test) replaces the run's own sample of the target.
     ``out`` (optional) receives ``metrics.jsonl`` as the run goes and ``last_good.pt`` (the
@@ -87,6 +89,8 @@ class Run:
         self.method = validate(cfg)
         self.device = resolve_device(cfg.train.device)
         self.out = Path(out) if out is not None else None
+        if target is not None:
+            check_target(target, cfg)
         self.target = target if target is not None else Target.from_config(cfg.target)
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
@@ -100,6 +104,7 @@ class Run:
         self.stage_end: dict[int, dict] = {}  # stage -> record at its end
         self.step = 0
         self.stage = 0
+        self.result: Result | None = None  # set by run()
 
     # ---- data --------------------------------------------------------------------------------
     def _data(self, data: tuple | None) -> None:
@@ -172,7 +177,7 @@ class Run:
             return torch.optim.Adam(params, lr=t.lr)
         return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum)
 
-    def run(self, resume: dict | None = None) -> dict:
+    def run(self, resume: dict | None = None) -> Result:
         """Train every stage (from a :meth:`checkpoint` state when ``resume`` is given); return
         the result.  A resumed run continues bit for bit where the checkpoint was taken."""
         t, m = self.cfg.train, self.model
@@ -197,7 +202,8 @@ class Run:
             if bar is not None:
                 bar.close()
         final = self.record("final")
-        return self.result(final, done + time.time() - t0)
+        self.result = self.result_of(final, done + time.time() - t0)
+        return self.result
 
     # ---- checkpoints (docs/RELIABILITY.md) -----------------------------------------------------
     def checkpoint_every(self) -> int:
@@ -221,7 +227,7 @@ class Run:
         torch.save(state, buf)
         atomic_write_bytes(self.out / CHECKPOINT, buf.getvalue())
 
-    def _restore(self, st: dict) -> tuple[tuple[int, int], dict | None, float]:
+    def _restore(self, st: dict, rewrite_metrics: bool = True) -> tuple[tuple[int, int], dict | None, float]:
         m = self.model
         m.load_state_dict(st["model"])
         m.active = [int(l) for l in st["active"]]
@@ -231,7 +237,7 @@ class Run:
         self.ref = {int(l): [w.to(self.device) for w in ws] for l, ws in st["ref"].items()}
         self.stage_end = dict(st["stage_end"])
         self.records = list(st["records"])
-        if self.out is not None:  # the series as it stood at the checkpoint; later lines are redone
+        if self.out is not None and rewrite_metrics:  # the series as it stood at the checkpoint; later lines are redone
             text = "".join(dumps(r, indent=None) + "\n" for r in self.records)
             atomic_write_bytes(self.out / "metrics.jsonl", text.encode())
         pos = st["position"]
@@ -320,32 +326,24 @@ class Run:
         else:
             self.log(line)
 
-    def result(self, final: dict, seconds: float) -> dict:
-        res = {
-            "method": self.cfg.method,
-            "seed": self.cfg.seed,
-            "steps": self.step,
-            "seconds": seconds,
-            "feature_error": final["feature_error"],
-            "procrustes_error": final["procrustes_error"],
-            "weight_change": final["weight_change"],
-            "stage_end": {
-                s: {"feature_error": r["feature_error"], "weight_change": r["weight_change"],
-                    **({"test_error": r["test_error"]} if self.classify else {"test_nmse": r["test_nmse"]})}
-                for s, r in self.stage_end.items()
-            },
-            "config": to_dict(self.cfg),
-        }
+    def result_of(self, final: dict, seconds: float) -> Result:
+        """The run's :class:`~bfclab.results.Result` from its final record and its stage ends."""
+        err = error_name(final)
         if self.classify:
-            res.update(test_error=final["test_error"], train_error=final["train_error"],
-                       test_loss=final["test_loss"], train_loss=final["train_loss"])
+            metrics = {k: final[k] for k in ("test_error", "train_error", "test_loss", "train_loss")}
         else:
-            res.update(test_nmse=final["test_nmse"], train_nmse=final["train_nmse"])
-        return res
+            metrics = {k: final[k] for k in ("test_nmse", "train_nmse")}
+        stage_end = {s: {"feature_error": r["feature_error"], "weight_change": r["weight_change"], err: r[err]}
+                     for s, r in self.stage_end.items()}
+        return Result(method=self.cfg.method, seed=self.cfg.seed, config=to_dict(self.cfg), seconds=seconds,
+                      metrics=metrics, feature_error=final["feature_error"],
+                      procrustes_error=final["procrustes_error"], weight_change=final["weight_change"],
+                      stage_end=stage_end, steps=self.step)
 
 
 def _summary(rec: dict) -> str:
-    err = (f"test_err={rec['test_error']:.4f}" if "test_error" in rec else f"test_nmse={rec['test_nmse']:.3e}")
+    name = error_name(rec)
+    err = f"test_err={rec[name]:.4f}" if name == "test_error" else f"test_nmse={rec[name]:.3e}"
     fe = " ".join(f"fe{l}={v:.3f}" for l, v in rec["feature_error"].items())
     return f"{err} {fe}"
 
@@ -374,22 +372,21 @@ def first_difference(a, b, key: str = "") -> tuple[str, object, object] | None:
     return None if dumps(a, indent=None) == dumps(b, indent=None) else (key, a, b)
 
 
+#: what a damaged run file's error tells the user to do
+AGAIN = "use --overwrite to start the run again"
+
+
 def read_stored_config(out: Path) -> dict:
     """``out/config.json`` as a mapping of a valid run config (one-line error naming the file if it
     is damaged: unreadable, not a mapping, an unknown key or a bad value)."""
     f = Path(out) / "config.json"
-    try:
-        data = read_json(f)
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise ConfigError(f"run file '{f}': unreadable ({type(e).__name__}); use --overwrite to start the run again") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"run file '{f}': expected a mapping of config keys; use --overwrite to start again")
+    data = read_json_mapping(f, "run file", AGAIN)
     try:
         probe = RunConfig()
         apply_mapping(probe, data)
         validate(probe)
     except ConfigError as e:
-        raise ConfigError(f"run file '{f}': {e}; use --overwrite to start the run again") from None
+        raise ConfigError(f"run file '{f}': {e}; {AGAIN}") from None
     return data
 
 
@@ -397,31 +394,26 @@ def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def read_stored_result(out: Path, cfg: RunConfig) -> dict:
-    """``out/result.json`` of a finished run of ``cfg``: a mapping with its config and the numbers a
-    report prints (one-line error naming the file if it is damaged or made for another config)."""
+def read_stored_result(out: Path, cfg: RunConfig) -> Result:
+    """``out/result.json`` of a finished run of ``cfg``, with the numbers a report prints (one-line
+    error naming the file if it is damaged or made for another config)."""
     f = Path(out) / "result.json"
-    again = "use --overwrite to start the run again"
+    res = read_json_mapping(f, "run file", AGAIN)
     try:
-        res = read_json(f)
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise ConfigError(f"run file '{f}': unreadable ({type(e).__name__}); {again}") from None
-    if not isinstance(res, dict):
-        raise ConfigError(f"run file '{f}': expected a mapping of results; {again}")
-    if not isinstance(res.get("config"), dict):
-        raise ConfigError(f"run file '{f}': field 'config' must be a mapping; {again}")
+        result = Result.from_json(res)
+    except ValueError as e:
+        raise ConfigError(f"run file '{f}': {e}; {AGAIN}") from None
+    if "config" not in res:
+        raise ConfigError(f"run file '{f}': field 'config' must be a mapping; {AGAIN}")
     diff = first_difference(res["config"], json.loads(dumps(to_dict(cfg))))
     if diff:
         raise ConfigError(f"run file '{f}': made for another config (key {diff[0]}: {diff[1]!r} there, "
-                          f"{diff[2]!r} now); {again}")
+                          f"{diff[2]!r} now); {AGAIN}")
     err = "test_error" if cfg.data.task == "classification" else "test_nmse"
-    for key in (err, "seconds"):
-        if not _number(res.get(key)):
-            raise ConfigError(f"run file '{f}': field '{key}' must be a number; {again}")
-    fe = res.get("feature_error")
-    if not isinstance(fe, dict) or not all(_number(v) for v in fe.values()):
-        raise ConfigError(f"run file '{f}': field 'feature_error' must map levels to numbers; {again}")
-    return res
+    for key, kind in ((err, "a number"), ("seconds", "a number"), ("feature_error", "a mapping of levels to numbers")):
+        if key not in res:  # (present ones were type-checked by Result.from_json)
+            raise ConfigError(f"run file '{f}': field '{key}' must be {kind}; {AGAIN}")
+    return result
 
 
 def _checkpoint_problem(st: dict, cfg: RunConfig) -> str | None:
@@ -549,39 +541,60 @@ def prepare_out(out: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> dic
     return state
 
 
-def train(cfg: RunConfig, out: str | Path | None = None, *, resume: bool = False, overwrite: bool = False,
-          **kw) -> dict:
-    """Run one configuration; with ``out`` write config.json, metrics.jsonl, checkpoint.pt (every
-    ``train.checkpoint_every`` steps), result.json and curves.png.
+def check_target(target: Target, cfg: RunConfig) -> None:
+    """A target given to a run must be the one ``cfg.target`` describes (one-line error)."""
+    diff = first_difference(json.loads(dumps(target.config)), json.loads(dumps(to_dict(cfg.target))))
+    if diff:
+        raise ConfigError(f"target: the given target differs from the config (key target.{diff[0]}: "
+                          f"{diff[1]!r} in the target, {diff[2]!r} in the config)")
 
-    A folder that already holds a run is never overwritten silently: ``resume=True`` continues
-    it from its last checkpoint (or returns its result if it finished), ``overwrite=True``
-    replaces it, and otherwise a :class:`ConfigError` names both options.
+
+def train(cfg: RunConfig, out: str | Path | None = None, *, resume: bool = False, overwrite: bool = False,
+          target: Target | None = None, data: tuple | None = None, progress: bool | None = None,
+          log: Callable[[str], None] | None = None) -> Run:
+    """Run one configuration (PAPER_NOTES §4.2) and return the :class:`Run`: ``run.result`` (a
+    :class:`~bfclab.results.Result`), ``run.model`` (the trained :class:`~bfclab.learner.Learner`),
+    ``run.records`` (the metrics series) and ``run.target``.
+
+    ``target``: the :class:`~bfclab.target.Target` to learn (default: built from ``cfg.target``;
+    a given one must agree with ``cfg.target``).  ``data``: ``(x, y, x_test, y_test)`` instead of
+    :func:`make_data`'s sample.  ``progress``: a tqdm bar (default: when stderr is a terminal);
+    ``log``: where stage summaries go otherwise (default: stderr).
+
+    With ``out``, write config.json, metrics.jsonl, target.pt, checkpoint.pt (every
+    ``train.checkpoint_every`` steps), stage*.pt and result.json.  A folder that already holds a
+    run is never overwritten silently: ``resume=True`` continues it from its last checkpoint (or,
+    if it finished, loads its result and final learner), ``overwrite=True`` replaces it, and
+    otherwise a :class:`ConfigError` names both options.  Figures are the caller's
+    (:func:`bfclab.plots.plot_curves`).
     """
     out_path = Path(out) if out is not None else None
     validate(cfg)  # before anything is written
+    if target is not None:
+        check_target(target, cfg)  # (Run checks it too; here before anything is written)
     state = None
     if out_path is not None:
         state = prepare_out(out_path, cfg, resume, overwrite)
-        if state == "finished":
-            return read_json(out_path / "result.json")
         if state is None:
             write_json(out_path / "config.json", to_dict(cfg))
-    if state is not None and "target" not in kw and (out_path / "target.pt").exists():
-        kw["target"] = Target.load(out_path / "target.pt")
-    run = Run(cfg, out_path, **kw)
+    if state is not None and target is None and (out_path / "target.pt").exists():
+        target = Target.load(out_path / "target.pt")
+    run = Run(cfg, out_path, target=target, data=data, progress=progress, log=log)
+    if state == "finished":  # the stored result, and the learner as its last checkpoint holds it
+        if (out_path / CHECKPOINT).exists():
+            run._restore(load_checkpoint(out_path / CHECKPOINT, cfg), rewrite_metrics=False)
+        run.records = read_records(out_path / "metrics.jsonl") if (out_path / "metrics.jsonl").exists() else []
+        run.result = Result.read(out_path / "result.json")
+        return run
     if out_path is not None and state is None:
         run.target.save(out_path / "target.pt")
     try:
-        res = run.run(resume=state)
+        run.run(resume=state)
     except DivergenceError as e:
         if out_path is not None:
             write_json(out_path / "divergence.json", {"stage": e.stage, "step": e.step, "loss": e.value,
                                                        "last_good": "last_good.pt"})
         raise
     if out_path is not None:
-        write_json(out_path / "result.json", res)
-        from .plots import plot_curves
-
-        plot_curves(run.records, out_path / "curves.png", title=f"{cfg.method}, seed {cfg.seed}")
-    return res
+        write_json(out_path / "result.json", run.result.to_json())
+    return run
