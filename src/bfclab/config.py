@@ -139,11 +139,18 @@ class TrainConfig:
 
 
 @dataclass
-class RunConfig:
-    """One training run: ``method`` is bfc | layerwise | window:K | e2e (PAPER_NOTES §4.2, §5)."""
+class MethodAndSeed:
+    """What every run config starts with: the training method (bfc | layerwise | window:K | e2e,
+    PAPER_NOTES §4.2, §5) and the run seed (:mod:`bfclab.seeds`)."""
 
     method: str = "bfc"
     seed: int = 0
+
+
+@dataclass
+class RunConfig(MethodAndSeed):
+    """One training run on a synthetic target (PAPER_NOTES §4.2, §5)."""
+
     target: TargetConfig = field(default_factory=TargetConfig)
     data: DataConfig = field(default_factory=DataConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
@@ -159,18 +166,26 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+@dataclass(frozen=True)
 class Keys:
-    """How a message names a key: ``config key 'train.lr'`` (the registry's ``EstimatorKeys``
-    names ``estimator 'krr-poly' option 'degree'``)."""
+    """How a message names a key: ``config key 'train.lr'`` by default (the estimator registry's
+    name ``estimator 'krr-poly' option 'degree'``).  Format strings with ``{key}``, ``{where}``
+    and ``{accepted}``; ``sort``: list the accepted keys sorted (else in declaration order)."""
+
+    name: str = "config key '{key}'"
+    unknown_in: str = "unknown config key '{key}': {where} accepts {accepted}"
+    unknown_why: str = "unknown config key '{key}': {where}"
+    sort: bool = True
 
     def key(self, dotted: str) -> str:
-        return f"config key '{dotted}'"
+        return self.name.format(key=dotted)
 
     def unknown(self, dotted: str, where: str, accepted: list[str] | None) -> str:
         """``where`` holds the section (``accepted``: its keys) or, with ``accepted`` None, the problem."""
         if accepted is None:
-            return f"unknown config key '{dotted}': {where}"
-        return f"unknown config key '{dotted}': {where} accepts {', '.join(sorted(accepted))}"
+            return self.unknown_why.format(key=dotted, where=where)
+        names = sorted(accepted) if self.sort else list(accepted)
+        return self.unknown_in.format(key=dotted, where=where, accepted=", ".join(names))
 
 
 CONFIG_KEYS = Keys()

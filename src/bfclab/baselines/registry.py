@@ -45,19 +45,12 @@ from .two_layer import OPTIMIZERS, SCHEDULES, TwoLayer
 _DEFAULT_TARGET = TargetConfig()
 
 
-class EstimatorKeys(Keys):
+def estimator_keys(estimator: str) -> Keys:
     """Messages name ``estimator 'NAME' option 'KEY'`` (the run config's are ``config key 'KEY'``)."""
-
-    def __init__(self, estimator: str):
-        self.estimator = estimator
-
-    def key(self, dotted: str) -> str:
-        return f"estimator '{self.estimator}' option '{dotted}'"
-
-    def unknown(self, dotted: str, where: str, accepted: list[str] | None) -> str:
-        if accepted is None:
-            return f"estimator '{self.estimator}': unknown option '{dotted}' ({where})"
-        return f"estimator '{self.estimator}': unknown option '{dotted}'; accepted: {', '.join(accepted)}"
+    e = estimator.replace("{", "{{").replace("}", "}}")
+    return Keys(name=f"estimator '{e}' option '{{key}}'",
+                unknown_in=f"estimator '{e}': unknown option '{{key}}'; accepted: {{accepted}}",
+                unknown_why=f"estimator '{e}': unknown option '{{key}}' ({{where}})", sort=False)
 
 
 def _top_level(target) -> int:
@@ -293,7 +286,7 @@ def parse_options(name: str, given: dict | None, target=None) -> Any:
         given = {}
     if not isinstance(given, dict):
         raise ConfigError(f"estimator '{name}': options must be a mapping of option names, got {given!r}")
-    keys = EstimatorKeys(name)
+    keys = estimator_keys(name)
     apply_mapping(opts, given, keys=keys)
     check_finite(opts, keys=keys)
     check_limits(opts, keys=keys)

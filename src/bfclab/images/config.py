@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import ConfigError, apply_mapping, check_finite, check_limits, opt
+from ..config import ConfigError, MethodAndSeed, apply_mapping, check_finite, check_limits, opt
 from ..device import resolve_device
 from ..methods import Method, parse_method
 
@@ -91,11 +91,9 @@ class ProbeConfig:
 
 
 @dataclass
-class ImageRunConfig:
-    """One image run: ``method`` is e2e | layerwise | window:K | bfc (PAPER_NOTES §5.3, §5.4)."""
+class ImageRunConfig(MethodAndSeed):
+    """One image run: the growth protocols on a ResNet (PAPER_NOTES §5.3, §5.4)."""
 
-    method: str = "bfc"
-    seed: int = 0
     data: ImageDataConfig = field(default_factory=ImageDataConfig)
     model: ResNetConfig = field(default_factory=ResNetConfig)
     train: ImageTrainConfig = field(default_factory=ImageTrainConfig)
