@@ -149,6 +149,18 @@ def test_example_script_runs_and_prints_three_errors():
     assert 0 < len(body) - len(sizing) <= 12, "the example should stay within 12 lines of bfclab code"
 
 
+def test_readme_shows_the_example():
+    """README's "In Python" block is examples/api.py without its sizing switch."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("In Python")[1].split("```python\n")[1].split("```")[0].strip().splitlines()
+    code = (ROOT / "examples" / "api.py").read_text().splitlines()
+    body = code[code.index("import bfclab"):]
+    start = next(i for i, l in enumerate(body) if l.startswith("if os.environ"))
+    end = next(i for i, l in enumerate(body) if l.startswith("target ="))
+    sized = body[:start] + [l[4:] for l in body[start:end] if l.startswith("    ") and "BFCLAB" not in l][-1:] + body[end:]
+    assert [l for l in block if l.strip()] == [l for l in sized if l.strip()]
+
+
 def test_train_returns_the_run_with_result_and_model(tiny_cfg):
     run = bfclab.train(tiny_cfg, progress=False, log=lambda s: None)
     assert isinstance(run.result, Result) and run.result.error == run.result.metrics["test_nmse"]

@@ -548,7 +548,7 @@ REAL_RUN, REAL_PREPARE = T.Run.run, T.prepare_out
 
 def continue_for_real(run: Path, cfg: dict) -> list[str]:
     """Resume a copy of ``run`` with the real training: a checkpoint or target the CLI accepted must
-    be one a run can continue from (to the end: result.json and curves.png written)."""
+    be one a run can continue from (to the end: result.json written)."""
     from bfclab.config import from_dict
 
     with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:

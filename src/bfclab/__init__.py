@@ -16,7 +16,8 @@ What a researcher uses, importable from here::
 * training: :func:`train` (returns a :class:`Run` with ``.result`` and ``.model``),
   :func:`make_data` (the split every method sees), :func:`parse_method` / :class:`Method` and the
   growth plan :func:`plan` / :class:`Segment` (§4.2, §5.3, §5.4); :class:`Result` (§7.3);
-* baselines (§6): :func:`make_estimator`, :func:`default_options`, ``ESTIMATORS``;
+* baselines (§6): :func:`make_estimator`, :func:`default_options`, ``ESTIMATORS``; :func:`nmse`
+  scores any prediction as every bfclab run does;
 * grids: :func:`expand`, :func:`load_grid`, :func:`run_sweep`.
 """
 
@@ -28,6 +29,7 @@ from .config import (ConfigError, DataConfig, LearnerConfig, RunConfig, TargetCo
 from .growth import Segment, plan
 from .learner import Learner
 from .methods import Method, parse_method
+from .metrics import nmse
 from .results import Result
 from .sweep import expand, load_grid, run_sweep
 from .target import Target
@@ -36,5 +38,5 @@ from .training import Run, make_data, train
 __all__ = [
     "ConfigError", "DataConfig", "ESTIMATORS", "Learner", "LearnerConfig", "Method", "Result", "Run", "RunConfig",
     "Segment", "Target", "TargetConfig", "TrainConfig", "apply_mapping", "default_options", "expand", "load_grid",
-    "make_data", "make_estimator", "parse_method", "plan", "run_sweep", "set_key", "train",
+    "make_data", "make_estimator", "nmse", "parse_method", "plan", "run_sweep", "set_key", "train",
 ]

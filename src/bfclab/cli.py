@@ -53,7 +53,7 @@ def cmd_train(args, extra) -> int:
     from .results import read_records
 
     out = Path(args.out)
-    finished = args.resume and (out / "result.json").exists()  # reported as it is: nothing is written
+    finished = args.resume and not args.overwrite and (out / "result.json").exists()  # reported, not rewritten
     res = train(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=None).result
     if not finished:
         plot_curves(read_records(out / "metrics.jsonl"), out / "curves.png", title=f"{cfg.method}, seed {cfg.seed}")
@@ -81,7 +81,7 @@ def cmd_sweep(args, extra) -> int:
     if args.workers < 1:
         raise ConfigError(f"--workers: must be >= 1, got {args.workers}")
     grid = load_grid(args.grid)
-    rows = run_sweep(grid, Path(args.out), workers=args.workers, overwrite=args.overwrite)
+    rows = run_sweep(grid, Path(args.out), workers=args.workers, overwrite=args.overwrite, batched=args.batched)
     print(f"{len(rows)}/{len(grid.cells)} cells finished; table: {Path(args.out) / 'table.csv'}")
     return 0 if len(rows) == len(grid.cells) else 1
 
@@ -96,7 +96,8 @@ def cmd_experiment(args, extra) -> int:
     if args.name not in exps:
         raise ConfigError(f"experiment '{args.name}': unknown; accepted: {', '.join(exps)}")
     results = Path(args.results or ("runs/quick" if args.quick else "results"))
-    sections = run_experiment(args.name, results, args.quick, args.workers, overwrite=args.overwrite)
+    sections = run_experiment(args.name, results, args.quick, args.workers, overwrite=args.overwrite,
+                              batched=args.batched)
     from .results import atomic_write_bytes
 
     text = "\n\n".join(f"# {s.title}\n\n{s.markdown}" for s in sections) + "\n"
@@ -148,6 +149,8 @@ def make_parser() -> argparse.ArgumentParser:
     w.add_argument("--out", required=True, help="sweep directory (cells/, table.csv)")
     w.add_argument("--workers", type=int, default=1, help="parallel worker processes")
     w.add_argument("--overwrite", action="store_true", help="replace results of a different config instead of stopping")
+    w.add_argument("--batched", action=argparse.BooleanOptionalAction, default=True,
+                   help="train deep cells of one growth plan together (default; --no-batched: one by one)")
     w.set_defaults(func=cmd_sweep)
     e = sub.add_parser("experiment", help="run one named experiment (resumable) and summarise it")
     from .experiments import registry
@@ -156,6 +159,8 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--quick", action="store_true", help="tiny grid (seconds to minutes), into runs/quick")
     e.add_argument("--results", default=None, help="results folder (default results/, or runs/quick)")
     e.add_argument("--workers", type=int, default=2)
+    e.add_argument("--batched", action=argparse.BooleanOptionalAction, default=True,
+                   help="train deep cells of one growth plan together (default; --no-batched: one by one)")
     e.add_argument("--overwrite", action="store_true", help="replace results of a different config instead of stopping")
     e.set_defaults(func=cmd_experiment)
     from .experiments import images

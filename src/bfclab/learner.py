@@ -150,40 +150,43 @@ class Learner(nn.Module):
     # ---- forward -----------------------------------------------------------------------------
     def lift(self, j: int, s: torch.Tensor) -> torch.Tensor:
         """phi_j = sigma(R_j S_j) (optionally truncated)."""
-        u = s @ self.R(j).T
+        u = s @ self.R(j).mT
         phi = trunc_square(u, self.cfg.B) if self.cfg.trunc_lift else u * u
         return phi - 1.0 if self.cfg.lift_center else phi
 
     def inputs(self, l: int, x: torch.Tensor, feats: dict) -> torch.Tensor:
         """z_l(x): the concatenation of the channels in J_l (constant first when ``bias``)."""
-        parts = [torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)] if self.cfg.bias else []
+        ones = (*x.shape[:-1], 1)
+        parts = [torch.ones(ones, dtype=x.dtype, device=x.device)] if self.cfg.bias else []
         for j in self.conn[l]:
             if j == 0:
                 if not self.cfg.bias:
-                    parts.append(torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device))
+                    parts.append(torch.ones(ones, dtype=x.dtype, device=x.device))
             elif j == 1:
                 parts.append(x)
             else:
                 parts.append(self.lift(j, feats[j]))
-        return torch.cat(parts, dim=1)
+        return torch.cat(parts, dim=-1)
 
     def forward_all(self, x: torch.Tensor, levels: list[int] | None = None):
         """Features S_l, wide pre-activations F_l and the output F(x) for the given levels."""
         levels = self.active if levels is None else levels
         feats: dict[int, torch.Tensor] = {}
         wide: dict[int, torch.Tensor] = {}
-        out = self.offset.expand(x.shape[0])
+        out = self.offset[..., None].expand(x.shape[:-1])
         for l in levels:
             z = self.inputs(l, x, feats)
             lv = self.layer(l)
-            feats[l] = z @ lv.K.T
-            head = feats[l] if lv.W is None else z @ lv.W.T
+            feats[l] = z @ lv.K.mT
+            head = feats[l] if lv.W is None else z @ lv.W.mT
             if lv.W is not None:
                 wide[l] = head
-            out = out + lv.scale * trunc_square(head, self.cfg.B).sum(-1)
+            out = out + lv.scale[..., None] * trunc_square(head, self.cfg.B).sum(-1)
         return feats, wide, out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """F(x) for x of shape (n, d); with parameters and buffers stacked along a leading axis of
+        E models (``torch.func.functional_call``) and x of shape (E, n, d), all E at once."""
         return self.forward_all(x)[2]
 
     def features(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
@@ -225,17 +228,18 @@ class Learner(nn.Module):
         The K-W consistency term of a level is switched on once its K has been warm-started
         from W (PAPER_NOTES §4.2 step 3); before that K carries nothing upward.  ``levels``
         restricts the sum to the levels being trained (for a frozen level it is a constant).
+        With parameters stacked along a leading axis (:mod:`bfclab.batched`) it is one value per model.
         """
-        reg = self.offset.new_zeros(())
+        reg = self.offset.new_zeros(self.offset.shape)
         for l in self.active if levels is None else levels:
             lv = self.layer(l)
             if lam_k:
-                reg = reg + lam_k * lv.K.pow(2).sum()
+                reg = reg + lam_k * lv.K.pow(2).sum((-2, -1))
             if lv.W is not None:
                 if lam_kw and l in self.warm:
-                    reg = reg + lam_kw * (lv.K.T @ lv.K - lv.W.T @ lv.W).pow(2).sum()
+                    reg = reg + lam_kw * (lv.K.mT @ lv.K - lv.W.mT @ lv.W).pow(2).sum((-2, -1))
                 if lam_w:
-                    reg = reg + lam_w * lv.W.pow(2).sum()
+                    reg = reg + lam_w * lv.W.pow(2).sum((-2, -1))
         return reg
 
     # ---- the ground truth as a learner (for tests and diagnostics) ----------------------------

@@ -18,12 +18,12 @@ from .results import atomic_write_bytes
 
 
 def run_experiment(name: str, results: Path, quick: bool, workers: int, figdir: Path | None = None,
-                   overwrite: bool = False) -> list[Section]:
+                   overwrite: bool = False, batched: bool = True) -> list[Section]:
     """Compute the missing runs of one experiment, then summarise it (``overwrite``: replace
     runs that hold results of a different config instead of stopping)."""
     exp = registry()[name]
     if exp.missing(results, quick):
-        exp.compute(results, quick, workers, overwrite=overwrite)
+        exp.compute(results, quick, workers, overwrite=overwrite, batched=batched)
     figdir = figdir or exp.folder(results)
     figdir.mkdir(parents=True, exist_ok=True)
     return exp.sections(results, figdir, quick)

@@ -1,7 +1,7 @@
 """Run-directory I/O: atomic writes, the JSONL metrics series and result files.
 
 Every run directory holds ``config.json`` (resolved), ``metrics.jsonl`` (one record per log
-event), ``result.json`` (final) and figures.  Whole files are written to a temporary name and
+event) and ``result.json`` (final; :class:`Result`).  Whole files are written to a temporary name and
 renamed, so an interrupted run never leaves a truncated file behind.
 """
 
@@ -99,7 +99,7 @@ def load_torch_file(path: Path) -> Any:
     torch's zip container stores a CRC-32 of every member, which ``torch.load`` does not verify, so a
     flipped bit in a tensor would load silently.  Raises ValueError on any damage; torch's warnings
     about odd input are not shown (the file is refused or accepted on its own merits)."""
-    import torch  # here, not at the top: the JSON readers of this module need no torch
+    import torch
 
     data = Path(path).read_bytes()
     try:
@@ -146,6 +146,12 @@ def record_of(rec: dict) -> dict:
 def read_records(path: Path) -> list[dict]:
     """``metrics.jsonl`` as records with int level keys (see :func:`read_jsonl`)."""
     return [record_of(r) for r in read_jsonl(path)]
+
+
+def error_names(task: str) -> tuple[str, str]:
+    """(test, train) error names of a task: ``test_error``/``train_error`` for classification
+    (the 0-1 error), ``test_nmse``/``train_nmse`` for regression."""
+    return ("test_error", "train_error") if task == "classification" else ("test_nmse", "train_nmse")
 
 
 def error_name(obj: dict) -> str:

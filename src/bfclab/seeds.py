@@ -1,13 +1,23 @@
-"""Named random streams: every seeded draw in bfclab comes from one of these (PAPER_NOTES §9).
+"""Named random streams: every seeded draw of bfclab's own comes from one of these (PAPER_NOTES §9).
 
 A stream maps a user-facing seed (the run's ``seed``, or the target's ``target.seed``) to the
 integer that seeds one ``torch.Generator`` / ``numpy`` generator, as ``multiplier * seed +
-offset``.  Different streams of one seed never share a generator, so changing how many numbers
-one consumer draws (a wider learner, more training samples) leaves every other draw unchanged.
+offset (+ index)``.  Every consumer gets a generator of its own, so changing how many numbers one
+consumer draws (a wider learner, more training samples) leaves every other draw unchanged.
 Functions that take an integer ``seed`` argument (``Target.sample``, ``ridge.split``) are given
-a stream's value by their callers.
-The multipliers are distinct primes and the offsets keep the streams of seeds 0, 1, 2, ...
-apart; their values are the ones bfclab has always used, so stored results reproduce.
+a stream's value by their callers.  Draws outside bfclab's control are not streams:
+scikit-learn's digits split (``random_state=0``) and mnist1d's own generator.
+
+The values are the ones bfclab has always used, so stored results reproduce; they are not all
+distinct.  The run's main streams (train_data, learner_init, batches, image_batches) have distinct
+large multipliers, but several secondary streams give the same integer as another stream of the
+same seed (``target``, ``image_init``, ``image_revert``, ``ridge_split``, ``baseline_init`` and
+``seqkernel_split`` at index 0 are all ``seed``; ``entk_init``, ``krr_select`` and ``rf_split``
+are ``seed + 1``; ``seqkernel_split(s, l)`` equals ``seqkernel_split(s + 1, l - 1)``).  Two such
+streams draw the same numbers: e.g. the first random-feature weights of seed 0 equal the first
+draw of the target of seed 0, before its orthonormalisation.  Each coincidence pairs draws of
+unrelated objects (a target and a baseline, two splits of different estimators), which leaves the
+experiments' statistics sound; distinct values would change every stored baseline result.
 
 ==================  ============  ======================================================
 stream              seeded by     draws
@@ -15,7 +25,7 @@ stream              seeded by     draws
 target              target.seed   the target's weights, then its Monte-Carlo normalisation
 train_data          run seed      the training inputs x ~ N(0, I_d) and label noise
 test_data           target.seed   the test inputs (shared by every run on one target)
-learner_init        run seed      the learner's fixed random lifts R_j and its scales
+learner_init        run seed      the learner's fixed random lifts R_j
 batches             run seed      new-level initialisation and the SGD mini-batches
 image_init          run seed      the ResNet's initial weights (images experiment)
 image_batches       run seed      epoch permutations and augmentation (images experiment)
@@ -54,7 +64,7 @@ STREAMS: dict[str, Stream] = {
     "target": Stream(1, 0, "target weights and Monte-Carlo normalisation"),
     "train_data": Stream(7919, 11, "training inputs and label noise"),
     "test_data": Stream(1, 2_000_000_011, "test inputs (of the target's seed)"),
-    "learner_init": Stream(10_007, 17, "the learner's lifts and scales"),
+    "learner_init": Stream(10_007, 17, "the learner's lifts"),
     "batches": Stream(1_000_003, 1, "new-level initialisation and mini-batches"),
     "image_init": Stream(1, 0, "ResNet initial weights"),
     "image_batches": Stream(1_000_003, 7, "epoch permutations and augmentation"),

@@ -24,9 +24,9 @@ process pool today; a distributed executor only needs ``map``).  ``collect`` gat
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
-import fcntl
 import hashlib
 import io
 import itertools
@@ -46,10 +46,11 @@ import torch
 from tqdm import tqdm
 
 from .baselines.fit import run_baseline
+from .batched import group_key, train_many
 from .baselines.registry import ESTIMATORS, resolve_options
 from .config import ConfigError, RunConfig, apply_mapping, load_file, set_key, to_dict
 from .methods import METHODS, DivergenceError, is_deep, parse_method
-from .results import Result, atomic_write_bytes, dumps, read_json, read_json_mapping, write_json
+from .results import Result, atomic_write_bytes, dumps, error_names, read_json_mapping, write_json
 from .training import CHECKPOINT, load_checkpoint, train, validate
 
 def check_method(method: str) -> None:
@@ -257,13 +258,7 @@ def run_cell(cell: Cell, root: str | Path, threads: int = 1) -> str:
     d = Path(root) / "cells" / cell.id
     if cell.finished(root):
         return str(d)
-    lock_dir = Path(root) / ".locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_dir / f"{cell.id}.lock", "w") as lock:
-        try:  # another sweep process on the same folder is running this cell: leave it alone
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CellBusy(cell.id) from None
+    with cell_lock(cell, root):
         if cell.finished(root):  # finished while we waited for the lock
             return str(d)
         _run_cell_locked(cell, d, threads)
@@ -272,6 +267,77 @@ def run_cell(cell: Cell, root: str | Path, threads: int = 1) -> str:
 
 class CellBusy(RuntimeError):
     """The cell is being run by another process."""
+
+
+@contextlib.contextmanager
+def cell_lock(cell: Cell, root: str | Path):
+    """Hold the cell's file lock (CellBusy when another sweep process on this folder holds it)."""
+    import fcntl  # POSIX only: here, so that `import bfclab` works everywhere
+
+    lock_dir = Path(root) / ".locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / f"{cell.id}.lock", "w") as lock:
+        try:  # another sweep process on the same folder is running this cell: leave it alone
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CellBusy(cell.id) from None
+        yield
+
+
+def _fresh_cell_dir(cell: Cell, d: Path) -> None:
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True, exist_ok=True)
+    write_json(d / "cell.json", {"overrides": dict(cell.overrides), "base": json.loads(cell.base),
+                                 "baseline": json.loads(cell.baseline)})
+
+
+#: the most members of one batched group (memory: each holds its training sample)
+MAX_MEMBERS = 64
+
+
+def batch_groups(cells: list[Cell], root: str | Path) -> tuple[list[list[Cell]], list[Cell]]:
+    """The deep cells that start afresh, grouped for :mod:`bfclab.batched` (equal
+    :func:`~bfclab.batched.group_key`, at most ``MAX_MEMBERS`` a group, two or more), and the
+    cells left to run one by one (baselines, cells with a checkpoint to continue, singletons)."""
+    groups: dict[str, list[Cell]] = {}
+    rest = []
+    for c in cells:
+        if is_deep(c.method) and not (Path(root) / "cells" / c.id / CHECKPOINT).exists():
+            groups.setdefault(group_key(c.config()), []).append(c)
+        else:
+            rest.append(c)
+    chunks = [g[i:i + MAX_MEMBERS] for g in groups.values() for i in range(0, len(g), MAX_MEMBERS)]
+    rest += [c for g in chunks if len(g) == 1 for c in g]
+    return [g for g in chunks if len(g) > 1], rest
+
+
+def run_group(cells: list[Cell], root: str | Path, done: Callable[[Cell, str | None], None]) -> None:
+    """Run a batched group of cells into their own folders (as :func:`run_cell` would one by
+    one): busy cells are left to the process that holds them; a member that diverges gets the
+    usual diverged result.json."""
+    with contextlib.ExitStack() as stack:
+        mine = []
+        for c in cells:
+            try:
+                stack.enter_context(cell_lock(c, root))
+                mine.append(c)
+            except CellBusy as e:
+                done(c, f"CellBusy: {e}")
+        mine = [c for c in mine if not c.finished(root)]
+        dirs = [Path(root) / "cells" / c.id for c in mine]
+        try:
+            for c, d in zip(mine, dirs):
+                _fresh_cell_dir(c, d)
+            outcome = train_many([c.config() for c in mine], dirs)
+        except Exception as e:  # noqa: BLE001 - the group's cells fail together, the sweep goes on
+            for c in mine:
+                done(c, f"{type(e).__name__}: {e}")
+            return
+        for c, d, res in zip(mine, dirs, outcome):
+            if isinstance(res, DivergenceError):
+                write_json(d / "result.json", diverged_result(c.config(), str(res)))
+            done(c, None)
 
 
 def _run_cell_locked(cell: Cell, d: Path, threads: int) -> None:
@@ -285,11 +351,11 @@ def _run_cell_locked(cell: Cell, d: Path, threads: int) -> None:
             resume = True
         except ConfigError:  # damaged, or made for another config: start the cell again
             resume = False
-    if d.exists() and not resume:
-        shutil.rmtree(d)
-    d.mkdir(parents=True, exist_ok=True)
-    write_json(d / "cell.json", {"overrides": dict(cell.overrides), "base": json.loads(cell.base),
-                                 "baseline": json.loads(cell.baseline)})
+    if not resume:
+        _fresh_cell_dir(cell, d)
+    else:
+        write_json(d / "cell.json", {"overrides": dict(cell.overrides), "base": json.loads(cell.base),
+                                     "baseline": json.loads(cell.baseline)})
     if is_deep(cell.method):
         try:
             train(cfg, d, resume=resume, progress=False, log=lambda s: None)
@@ -302,10 +368,8 @@ def _run_cell_locked(cell: Cell, d: Path, threads: int) -> None:
 def diverged_result(cfg: RunConfig, why: str) -> dict:
     """A result.json of the usual shape for a run that diverged (its errors are nan)."""
     nan = float("nan")
-    err = ({"test_error": nan, "train_error": nan} if cfg.data.task == "classification"
-           else {"test_nmse": nan, "train_nmse": nan})
-    return {"method": cfg.method, "seed": cfg.seed, "diverged": why, **err, "feature_error": {},
-            "procrustes_error": {}, "weight_change": {}, "stage_end": {}, "seconds": nan, "config": to_dict(cfg)}
+    return Result(method=cfg.method, seed=cfg.seed, config=to_dict(cfg), seconds=nan,
+                  metrics={k: nan for k in error_names(cfg.data.task)}, extra={"diverged": why}).to_json()
 
 
 # ---- executors --------------------------------------------------------------------------------
@@ -347,9 +411,13 @@ class ProcessExecutor:
 
 
 def run_sweep(grid: Grid, root: str | Path, workers: int = 1, progress: bool | None = None,
-              threads: int = 1, overwrite: bool = False) -> list[dict]:
+              threads: int = 1, overwrite: bool = False, batched: bool = True) -> list[dict]:
     """Run every unfinished cell of ``grid`` into ``root`` (``threads`` torch threads per cell);
     return the collected rows (the PAPER_NOTES §7.3 experiments are run this way).
+
+    ``batched``: deep cells that start afresh and share a growth plan and shapes train together
+    (:func:`batch_groups`, :mod:`bfclab.batched`), in this process; the other cells run one per
+    worker.
 
     A cell whose folder holds the result of a different config is never replaced silently: the
     sweep stops before running anything, naming the cell and the key, unless ``overwrite``.
@@ -391,12 +459,16 @@ def run_sweep(grid: Grid, root: str | Path, workers: int = 1, progress: bool | N
 
     executor: Executor = ProcessExecutor(workers) if workers > 1 else SerialExecutor()
     t0, load0 = time.time(), os.getloadavg()
+    groups, single = batch_groups(todo, root) if batched else ([], todo)
+    for group in groups:
+        run_group(group, root, done)
     # worker processes run `threads` torch threads each; in-process cells leave the caller's setting
-    executor.map(partial(run_cell, threads=threads if workers > 1 else 0), todo, str(root), done)
+    executor.map(partial(run_cell, threads=threads if workers > 1 else 0), single, str(root), done)
     if bar is not None:
         bar.close()
     if todo:  # conditions of the last invocation that ran something
         write_json(root / "sweep.json", {"cells_run": len(todo), "cells_skipped": skipped, "workers": workers,
+                                         "batched_groups": [len(g) for g in groups],
                                          "threads_per_cell": threads, "wall_seconds": time.time() - t0,
                                          "loadavg_start": list(load0), "loadavg_end": list(os.getloadavg()),
                                          **machine(),

@@ -35,8 +35,8 @@ from .growth import Segment, plan
 from .learner import Learner
 from .learner import validate as validate_learner
 from .methods import DivergenceError, Method, lr_factor, parse_method
-from .results import (Result, append_jsonl, atomic_write_bytes, dumps, error_name, load_torch_file, read_json_mapping,
-                      read_records, write_json)
+from .results import (Result, append_jsonl, atomic_write_bytes, dumps, error_name, error_names, load_torch_file,
+                      read_json_mapping, read_records, write_json)
 from .target import Target, resolve_alphas, resolve_conn, resolve_widths
 from .target import validate as validate_target
 
@@ -155,7 +155,7 @@ class Run:
         self.records.append(rec)
         if self.out is not None:
             append_jsonl(self.out / "metrics.jsonl", rec)
-            err = rec.get("test_nmse", rec.get("test_loss"))
+            err = rec["test_loss" if self.classify else "test_nmse"]
             if math.isfinite(err):
                 self.save_state(self.out / "last_good.pt")
         return rec
@@ -250,27 +250,12 @@ class Run:
         t, m = self.cfg.train, self.model
         t0 = time.time() - seconds
         if first == 0:  # a resumed segment was set up before its checkpoint
-            self.stage = seg.first_stage
-            for l in seg.activate:
-                m.activate(l, t.init_std, self.gen, tied=not seg.warm_start)
-            self.record("stage_start")
-        train_levels = list(seg.trainable)
-        params = [p for l in train_levels for p in m.layer_params(l)]
-        if self.classify:
-            params.append(m.offset)
-        for l in m.levels:
-            for p in m.layer_params(l):
-                p.requires_grad_(l in train_levels)
+            self.begin_segment(seg)
+        params = self.segment_params(seg)
         opt = self._optimizer(params)
         if opt_state is not None:
             opt.load_state_dict(opt_state)
         every = self.checkpoint_every()
-        # SVD warm start of the new level's K from its W (paper learner, PAPER_NOTES §4.2 step 3):
-        # after warm_start_frac of the stage; 1.0 = at the stage's end (see _end_of_stage).
-        new = seg.activate[-1]
-        warm_at = None
-        if seg.warm_start and t.warm_start and t.warm_start_frac < 1 and m.layer(new).W is not None:
-            warm_at = max(1, int(round(t.warm_start_frac * seg.length)))
         n = self.x_tr.shape[0]
         for i in range(first, seg.length):
             for g in opt.param_groups:
@@ -278,7 +263,7 @@ class Run:
             idx = torch.randint(n, (t.batch_size,), generator=self.gen).to(self.device)
             out = m(self.x_tr[idx])
             fit = self.task_loss(out, self.y_tr[idx])
-            loss = fit + m.regulariser(t.lam_kw, t.lam_k, t.lam_w, levels=train_levels)
+            loss = fit + m.regulariser(t.lam_kw, t.lam_k, t.lam_w, levels=list(seg.trainable))
             val = float(fit.detach())
             if not math.isfinite(float(loss.detach())) or val > t.diverge_factor:
                 raise DivergenceError(self.stage, self.step, val)
@@ -292,19 +277,55 @@ class Run:
                 bar.update(1)
                 if self.step % 50 == 0:
                     bar.set_postfix(stage=self.stage, loss=f"{val:.2e}")
-            if warm_at is not None and i + 1 == warm_at:
-                m.svd_warm_start(new)  # then the K-W term ties K to W for the rest of the stage
-            ended = seg.end_at(i + 1)
-            if ended is not None and i + 1 < seg.length:  # a stage ending inside the segment (e2e)
-                self._end_of_stage(ended, seg)
-                self.stage = seg.stage_after(ended)
-            elif self.step % t.log_every == 0 and i < seg.length - 1:
-                self.record("periodic")
+            self.after_step(seg, i)
             if self.out is not None and (i + 1) % every == 0 and i < seg.length - 1:
                 self.checkpoint((seg.index, i + 1), opt, time.time() - t0)
         self._end_of_stage(seg.ends[-1][1], seg)
         if self.out is not None:
             self.checkpoint((seg.index + 1, 0), None, time.time() - t0)
+
+    # ---- the pieces of a segment, shared with the batched trainer (bfclab.batched) -------------
+    def begin_segment(self, seg: Segment) -> None:
+        """Switch the segment's new levels on (from this run's generator) and record 'stage_start'."""
+        self.stage = seg.first_stage
+        for l in seg.activate:
+            self.model.activate(l, self.cfg.train.init_std, self.gen, tied=not seg.warm_start)
+        self.record("stage_start")
+
+    def segment_params(self, seg: Segment) -> list[torch.nn.Parameter]:
+        """Freeze every level outside ``seg.trainable``; the parameters that train, in a fixed order."""
+        m = self.model
+        for l in m.levels:
+            for p in m.layer_params(l):
+                p.requires_grad_(l in seg.trainable)
+        params = [p for l in seg.trainable for p in m.layer_params(l)]
+        return params + [m.offset] if self.classify else params
+
+    def warm_at(self, seg: Segment) -> int | None:
+        """The step of ``seg`` after which the new level's K is warm-started from its W (paper
+        learner, PAPER_NOTES §4.2 step 3; ``warm_start_frac`` 1.0 = at the stage's end, see
+        :meth:`_end_of_stage`), or None."""
+        t = self.cfg.train
+        if seg.warm_start and t.warm_start and t.warm_start_frac < 1 and self.model.layer(seg.activate[-1]).W is not None:
+            return max(1, int(round(t.warm_start_frac * seg.length)))
+        return None
+
+    def has_event(self, seg: Segment, i: int) -> bool:
+        """Whether :meth:`after_step` does anything after step ``i`` of ``seg``."""
+        return (i + 1 == self.warm_at(seg) or (seg.end_at(i + 1) is not None and i + 1 < seg.length)
+                or (self.step % self.cfg.train.log_every == 0 and i < seg.length - 1))
+
+    def after_step(self, seg: Segment, i: int) -> None:
+        """What follows step ``i`` of ``seg``: a mid-stage warm start, a stage ending inside the
+        segment (e2e), or a periodic record."""
+        if i + 1 == self.warm_at(seg):
+            self.model.svd_warm_start(seg.activate[-1])  # then the K-W term ties K to W for the rest of the stage
+        ended = seg.end_at(i + 1)
+        if ended is not None and i + 1 < seg.length:  # a stage ending inside the segment (e2e)
+            self._end_of_stage(ended, seg)
+            self.stage = seg.stage_after(ended)
+        elif self.step % self.cfg.train.log_every == 0 and i < seg.length - 1:
+            self.record("periodic")
 
     def _end_of_stage(self, level: int, seg: Segment) -> None:
         """Warm start (stage-wise paper learner), snapshot the level's weights, log 'stage_end'."""
@@ -409,7 +430,7 @@ def read_stored_result(out: Path, cfg: RunConfig) -> Result:
     if diff:
         raise ConfigError(f"run file '{f}': made for another config (key {diff[0]}: {diff[1]!r} there, "
                           f"{diff[2]!r} now); {AGAIN}")
-    err = "test_error" if cfg.data.task == "classification" else "test_nmse"
+    err = error_names(cfg.data.task)[0]
     for key, kind in ((err, "a number"), ("seconds", "a number"), ("feature_error", "a mapping of levels to numbers")):
         if key not in res:  # (present ones were type-checked by Result.from_json)
             raise ConfigError(f"run file '{f}': field '{key}' must be {kind}; {AGAIN}")
@@ -452,9 +473,9 @@ def _checkpoint_problem(st: dict, cfg: RunConfig) -> str | None:
     if not (isinstance(ref, dict) and all(isinstance(l, int) and l in levels and isinstance(ws, list)
                                           and all(isinstance(w, torch.Tensor) for w in ws) for l, ws in ref.items())):
         return "ref"
-    err = "test_error" if cfg.data.task == "classification" else "test_nmse"
+    err = error_names(cfg.data.task)[0]
 
-    def record_ok(r) -> bool:  # what result() and plot_curves read of a record
+    def record_ok(r) -> bool:  # what result_of() and plot_curves read of a record
         return (isinstance(r, dict) and _number(r.get(err)) and isinstance(r.get("feature_error"), dict)
                 and all(_number(v) for v in r["feature_error"].values()) and isinstance(r.get("weight_change"), dict)
                 and ints([r.get("step"), r.get("stage")]) and isinstance(r.get("event"), str))
@@ -564,7 +585,8 @@ def train(cfg: RunConfig, out: str | Path | None = None, *, resume: bool = False
     With ``out``, write config.json, metrics.jsonl, target.pt, checkpoint.pt (every
     ``train.checkpoint_every`` steps), stage*.pt and result.json.  A folder that already holds a
     run is never overwritten silently: ``resume=True`` continues it from its last checkpoint (or,
-    if it finished, loads its result and final learner), ``overwrite=True`` replaces it, and
+    if it finished, loads its result and the learner its last checkpoint holds: the final one, or
+    None for a run stored without checkpoints), ``overwrite=True`` replaces it, and
     otherwise a :class:`ConfigError` names both options.  Figures are the caller's
     (:func:`bfclab.plots.plot_curves`).
     """
@@ -578,11 +600,14 @@ def train(cfg: RunConfig, out: str | Path | None = None, *, resume: bool = False
         if state is None:
             write_json(out_path / "config.json", to_dict(cfg))
     if state is not None and target is None and (out_path / "target.pt").exists():
+        check_stored_target(out_path / "target.pt", cfg)
         target = Target.load(out_path / "target.pt")
     run = Run(cfg, out_path, target=target, data=data, progress=progress, log=log)
     if state == "finished":  # the stored result, and the learner as its last checkpoint holds it
         if (out_path / CHECKPOINT).exists():
             run._restore(load_checkpoint(out_path / CHECKPOINT, cfg), rewrite_metrics=False)
+        else:  # a run stored before checkpoints existed: its result only
+            run.model = None
         run.records = read_records(out_path / "metrics.jsonl") if (out_path / "metrics.jsonl").exists() else []
         run.result = Result.read(out_path / "result.json")
         return run

@@ -12,7 +12,7 @@ import copy
 
 import torch
 
-from ..config import RunConfig
+from ..config import RunConfig, apply_mapping
 from ..methods import parse_method
 from ..training import Run, make_data
 
@@ -21,7 +21,10 @@ class DeepEstimator:
     def __init__(self, method: str, target, cfg: RunConfig | None = None, *, device: str = "cpu",
                  seed: int = 0, progress: bool | None = False):
         parse_method(method)
-        self.cfg = copy.deepcopy(cfg) if cfg is not None else RunConfig()
+        if cfg is None:  # the default config, on this target
+            cfg = RunConfig()
+            apply_mapping(cfg, {"target": target.config})
+        self.cfg = copy.deepcopy(cfg)
         self.cfg.method, self.cfg.seed, self.cfg.train.device = method, int(seed), device
         self.target = target
         self.name = method

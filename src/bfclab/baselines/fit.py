@@ -9,13 +9,13 @@ from pathlib import Path
 from .. import metrics as M
 from ..config import RunConfig, to_dict
 from ..device import resolve_device
-from ..results import write_json
+from ..results import Result, write_json
 from ..target import Target
 from ..training import make_data
 from .registry import make_estimator
 
 
-def run_baseline(method: str, options: dict, cfg: RunConfig, out: Path) -> dict:
+def run_baseline(method: str, options: dict, cfg: RunConfig, out: Path) -> Result:
     """Fit baseline ``method`` (with ``options``) on ``make_data``'s split of ``cfg``'s target;
     write ``config.json`` and ``result.json`` into ``out``; return the result."""
     write_json(out / "config.json", {**to_dict(cfg), "baseline": options})
@@ -24,13 +24,9 @@ def run_baseline(method: str, options: dict, cfg: RunConfig, out: Path) -> dict:
     t0 = time.time()
     est = make_estimator(method, options, device=str(resolve_device(cfg.train.device)), seed=cfg.seed, target=target)
     est.fit(x, y)
-    res = {
-        "method": method, "seed": cfg.seed,
-        "test_nmse": M.nmse(est.predict(xt).cpu(), yt), "train_nmse": M.nmse(est.predict(x).cpu(), y),
-        "seconds": time.time() - t0, "config": to_dict(cfg), "baseline": options,
-    }
-    for attr in ("chosen", "info"):
-        if hasattr(est, attr):
-            res[attr] = getattr(est, attr)
-    write_json(out / "result.json", res)
+    extra = {"baseline": options, **{a: getattr(est, a) for a in ("chosen", "info") if hasattr(est, a)}}
+    metrics = {"test_nmse": M.nmse(est.predict(xt).cpu(), yt), "train_nmse": M.nmse(est.predict(x).cpu(), y)}
+    res = Result(method=method, seed=cfg.seed, config=to_dict(cfg), seconds=time.time() - t0, metrics=metrics,
+                 extra=extra)
+    write_json(out / "result.json", res.to_json())
     return res

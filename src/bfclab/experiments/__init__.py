@@ -44,10 +44,11 @@ class Experiment:
     def missing(self, results: Path, quick: bool) -> int:
         return len(missing(self.folder(results), self.spec(quick)))
 
-    def compute(self, results: Path, quick: bool, workers: int, overwrite: bool = False) -> None:
-        """Run the cells without a result of their config (all of them resumable)."""
+    def compute(self, results: Path, quick: bool, workers: int, overwrite: bool = False, batched: bool = True) -> None:
+        """Run the cells without a result of their config (all of them resumable; ``batched``:
+        deep cells of one growth plan train together, :mod:`bfclab.batched`)."""
         run_grid(self.spec(quick), self.folder(results), workers=self.workers or workers, threads=self.threads,
-                 overwrite=overwrite)
+                 overwrite=overwrite, batched=batched)
 
     def sections(self, results: Path, figdir: Path, quick: bool) -> list[Section]:
         return [s(self.folder(results), figdir, quick=quick, command=self.command(quick, results))
@@ -87,7 +88,8 @@ class ImageExperiment:
     def missing(self, results: Path, quick: bool) -> int:
         return len(images.missing_runs(*self.plan(quick), self.folder(results)))
 
-    def compute(self, results: Path, quick: bool, workers: int, overwrite: bool = False) -> None:
+    def compute(self, results: Path, quick: bool, workers: int, overwrite: bool = False, batched: bool = True) -> None:
+        """Train the missing (method, seed) runs one after another (``batched`` does not apply)."""
         images.run_experiment(*self.plan(quick), self.folder(results), progress=False, log=lambda s: None,
                               overwrite=overwrite)
 

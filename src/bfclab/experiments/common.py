@@ -45,9 +45,9 @@ class CellRun:
 
 
 def run_grid(spec: dict, root: Path, workers: int = 2, progress: bool | None = None, threads: int = 1,
-             overwrite: bool = False) -> Grid:
+             overwrite: bool = False, batched: bool = True) -> Grid:
     grid = expand(spec, name=spec.get("name", root.name))
-    run_sweep(grid, root, workers=workers, progress=progress, threads=threads, overwrite=overwrite)
+    run_sweep(grid, root, workers=workers, progress=progress, threads=threads, overwrite=overwrite, batched=batched)
     return grid
 
 

@@ -151,6 +151,7 @@ def run_experiment(base: ImageRunConfig, methods: list[str], seeds: list[int], o
                 log(f"[images] {method} seed {seed}: kept {path / 'result.json'}")
                 continue
             res = train_images(cfg, path, data=data, progress=progress, log=log)
+            plot_stem_filters(res, path / "filters.png")
             trained += 1
             log(f"[images] {method} seed {seed}: test_acc={res['test_acc']:.4f} ({res['seconds']:.1f}s) -> {path}")
     if trained:  # the timing of the last invocation that trained something

@@ -9,7 +9,7 @@ correction does (:func:`.measure.revert_effect`), and keeps the stem filters as 
 the end of stage 1 and at the end.
 
 The run directory gets ``config.json`` (resolved config), ``metrics.jsonl`` (one record per
-epoch and per stage end), ``result.json`` and ``filters.png``; every file is written whole
+epoch and per stage end) and ``result.json`` (``bfclab images`` adds ``filters.png``); every file is written whole
 (:mod:`bfclab.results`).
 """
 
@@ -29,8 +29,8 @@ from .. import seeds
 from ..config import to_dict
 from ..device import resolve_device
 from ..growth import Segment
-from ..results import append_jsonl, write_json
 from ..methods import DivergenceError, lr_factor
+from ..results import append_jsonl, write_json
 from . import augment, measure, probe, protocols
 from .config import ImageRunConfig, validate
 from .data import ImageData, load
@@ -61,7 +61,7 @@ class ImageRun:
         self.crop, self.flip = augment.resolve(cfg.data.augment, cfg.data.name)
         self.amp = cfg.train.amp and self.device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if self.amp and torch.cuda.is_bf16_supported() else torch.float16
-        self.stages = protocols.plan(self.method, cfg.model.blocks, cfg.train.epochs_per_stage)
+        self.segments = protocols.plan(self.method, cfg.model.blocks, cfg.train.epochs_per_stage)
         self.x_train = self.data.x_train.to(self.device)
         self.y_train = self.data.y_train.to(self.device)
         n = self.data.x_train.shape[0]
@@ -112,11 +112,11 @@ class ImageRun:
         if self.progress:
             from tqdm import tqdm
 
-            total = sum(s.length for s in self.stages) * self.batches_per_epoch()
+            total = sum(s.length for s in self.segments) * self.batches_per_epoch()
             bar = tqdm(total=total, desc=f"{self.cfg.method} s{self.cfg.seed}", leave=False, dynamic_ncols=True)
         try:
-            for stage in self.stages:
-                self._run_stage(stage, bar)
+            for seg in self.segments:
+                self._run_stage(seg, bar)
         finally:
             if bar is not None:
                 bar.close()
@@ -235,11 +235,12 @@ class ImageRun:
         return {c: {b: self.stage_ends[b][key][c] for b in range(c + 1, B + 1)} for c in range(1, B)}
 
 
-def train_images(cfg: ImageRunConfig, out: str | Path | None = None, **kw) -> dict:
-    """Run one configuration; with ``out`` write config.json, metrics.jsonl, result.json and
-    filters.png into that run directory."""
+def train_images(cfg: ImageRunConfig, out: str | Path | None = None, *, data: ImageData | None = None,
+                 progress: bool | None = None, log: Callable[[str], None] | None = None) -> dict:
+    """Run one configuration; with ``out`` write config.json, metrics.jsonl and result.json into
+    that run directory (figures are the caller's: :func:`.figures.plot_stem_filters`)."""
     out_path = Path(out) if out is not None else None
-    run = ImageRun(cfg, out_path, **kw)  # validates and loads the data before anything is written
+    run = ImageRun(cfg, out_path, data=data, progress=progress, log=log)  # validates and loads the data first
     if out_path is not None:
         out_path.mkdir(parents=True, exist_ok=True)
         write_json(out_path / "config.json", to_dict(cfg))
@@ -247,7 +248,4 @@ def train_images(cfg: ImageRunConfig, out: str | Path | None = None, **kw) -> di
     res = run.run()
     if out_path is not None:
         write_json(out_path / "result.json", res)
-        from .figures import plot_stem_filters
-
-        plot_stem_filters(res, out_path / "filters.png")
     return res
