@@ -51,6 +51,7 @@ from .baselines.registry import ESTIMATORS, resolve_options
 from .config import ConfigError, RunConfig, apply_mapping, load_file, set_key, to_dict
 from .methods import METHODS, DivergenceError, is_deep, parse_method
 from .results import Result, atomic_write_bytes, dumps, error_names, read_json_mapping, write_json
+from .target import Target
 from .training import CHECKPOINT, load_checkpoint, train, validate
 
 def check_method(method: str) -> None:
@@ -329,7 +330,14 @@ def run_group(cells: list[Cell], root: str | Path, done: Callable[[Cell, str | N
         try:
             for c, d in zip(mine, dirs):
                 _fresh_cell_dir(c, d)
-            outcome = train_many([c.config() for c in mine], dirs)
+            cfgs = [c.config() for c in mine]
+            shared: dict[str, Target] = {}  # members on one target share it (its Monte-Carlo normalisation)
+            for cfg in cfgs:
+                key = dumps(to_dict(cfg.target))
+                if key not in shared:
+                    shared[key] = Target.from_config(cfg.target)
+            targets = [shared[dumps(to_dict(cfg.target))] for cfg in cfgs]
+            outcome = train_many(cfgs, dirs, targets=targets)
         except Exception as e:  # noqa: BLE001 - the group's cells fail together, the sweep goes on
             for c in mine:
                 done(c, f"{type(e).__name__}: {e}")
