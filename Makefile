@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/core_modes.py
 	OMP_NUM_THREADS=1 $(BIN)/python bench/kernel_solver.py
 	$(BIN)/python bench/checkpoint_overhead.py
+	$(BIN)/python bench/throughput.py
 
 # the fuzzing of the CLI and its files at 20x the test suite's examples (about 15 minutes)
 fuzz: $(STAMP)

@@ -127,7 +127,9 @@ def test_sweep_batched_matches_one_by_one(tmp_path):
     rows = {}
     for batched in (True, False):
         root = tmp_path / str(batched)
-        rows[batched] = {r["cell"]: r for r in run_sweep(expand(spec), root, progress=False, batched=batched)}
+        # batched groups in two worker processes; one by one in this process
+        rows[batched] = {r["cell"]: r for r in run_sweep(expand(spec), root, workers=2 if batched else 1,
+                                                          progress=False, batched=batched)}
         sweep = read_json(root / "sweep.json")
         assert sweep["batched_groups"] == ([4, 4] if batched else [])
     assert rows[True].keys() == rows[False].keys() and len(rows[True]) == 8

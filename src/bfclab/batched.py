@@ -157,17 +157,21 @@ class BatchedRuns:
         objective = _Objective(lead.model, lead.classify, list(seg.trainable), (t.lam_kw, t.lam_k, t.lam_w))
         prefixed = {f"model.{k}": v for k, v in stacked.items()}
         ns = torch.tensor([self.runs[e].x_tr.shape[0] for e in members])
-        x_all = torch.nn.utils.rnn.pad_sequence([self.runs[e].x_tr for e in members], batch_first=True)
-        y_all = torch.nn.utils.rnn.pad_sequence([self.runs[e].y_tr for e in members], batch_first=True)
+        # every member's training sample in one flat table: member k's row j is row offset[k] + j
+        x_all = torch.cat([self.runs[e].x_tr for e in members])
+        y_all = torch.cat([self.runs[e].y_tr for e in members])
+        offset = (torch.cumsum(ns, 0) - ns).to(self.device)[:, None]
         y_scale = torch.tensor([self.runs[e].y_scale for e in members], device=self.device)
-        rows = torch.arange(len(members), device=self.device)[:, None]
+        E, B = len(members), t.batch_size
         alive = torch.ones(len(members), dtype=torch.bool, device=self.device)
         for i in range(seg.length):
             for g in opt.param_groups:
                 g["lr"] = t.lr * lr_factor(t.schedule, i, seg.length, t.min_lr_frac)
             idx = torch.stack([torch.randint(int(ns[k]), (t.batch_size,), generator=self.runs[e].gen)
                                for k, e in enumerate(members)]).to(self.device)
-            fit, loss = functional_call(objective, prefixed, (x_all[rows, idx], y_all[rows, idx], y_scale))
+            flat = (idx + offset).flatten()
+            xb = x_all.index_select(0, flat).view(E, B, -1)
+            fit, loss = functional_call(objective, prefixed, (xb, y_all.index_select(0, flat).view(E, B), y_scale))
             vals = fit.detach()
             bad = alive & (~torch.isfinite(loss.detach()) | (vals > t.diverge_factor))
             if bad.any():
@@ -175,6 +179,8 @@ class BatchedRuns:
                     r = self.runs[members[k]]
                     self.errors[members[k]] = DivergenceError(r.stage, r.step, float(vals[k]))
                 alive &= ~bad
+                if not bool(alive.any()):  # every member of the group stopped
+                    break
             opt.zero_grad(set_to_none=True)
             torch.where(alive, loss, torch.zeros_like(loss)).sum().backward()
             if t.clip > 0:

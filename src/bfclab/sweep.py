@@ -313,6 +313,38 @@ def batch_groups(cells: list[Cell], root: str | Path) -> tuple[list[list[Cell]],
     return [g for g in chunks if len(g) > 1], rest
 
 
+def _group_job(cells: list[Cell], root: str, threads: int) -> list[tuple[str, str | None]]:
+    """:func:`run_group` in a worker process: (cell id, error) for each cell."""
+    if threads > 0:
+        torch.set_num_threads(int(threads))
+    outcome: list[tuple[str, str | None]] = []
+    run_group(cells, root, lambda c, err: outcome.append((c.id, err)))
+    return outcome
+
+
+def run_groups(groups: list[list[Cell]], root: str | Path, workers: int, threads: int,
+               done: Callable[[Cell, str | None], None]) -> None:
+    """Every batched group, ``workers`` at a time (worker processes of ``threads`` torch threads
+    each when ``workers`` > 1, else in this process)."""
+    if workers <= 1:
+        for g in groups:
+            run_group(g, root, done)
+        return
+    by_id = {c.id: c for g in groups for c in g}
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        pending = {pool.submit(_group_job, g, str(root), threads): g for g in groups}
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                group = pending.pop(fut)
+                if fut.exception() is not None:
+                    for c in group:
+                        done(c, f"{type(fut.exception()).__name__}: {fut.exception()}")
+                    continue
+                for cid, err in fut.result():
+                    done(by_id[cid], err)
+
+
 def run_group(cells: list[Cell], root: str | Path, done: Callable[[Cell, str | None], None]) -> None:
     """Run a batched group of cells into their own folders (as :func:`run_cell` would one by
     one): busy cells are left to the process that holds them; a member that diverges gets the
@@ -468,8 +500,7 @@ def run_sweep(grid: Grid, root: str | Path, workers: int = 1, progress: bool | N
     executor: Executor = ProcessExecutor(workers) if workers > 1 else SerialExecutor()
     t0, load0 = time.time(), os.getloadavg()
     groups, single = batch_groups(todo, root) if batched else ([], todo)
-    for group in groups:
-        run_group(group, root, done)
+    run_groups(groups, root, workers, threads, done)
     # worker processes run `threads` torch threads each; in-process cells leave the caller's setting
     executor.map(partial(run_cell, threads=threads if workers > 1 else 0), single, str(root), done)
     if bar is not None:
