@@ -149,7 +149,8 @@ class MethodAndSeed:
 
 @dataclass
 class RunConfig(MethodAndSeed):
-    """One training run on a synthetic target (PAPER_NOTES §4.2, §5)."""
+    """One training run on a synthetic target (PAPER_NOTES §4.2, §5): the target (§2), its samples
+    (§2.8), the learner (§3) and the stage-wise optimisation (§4)."""
 
     target: TargetConfig = field(default_factory=TargetConfig)
     data: DataConfig = field(default_factory=DataConfig)
