@@ -70,16 +70,16 @@ def plot_summary(groups: dict[str, list[dict]], path: Path, title: str) -> None:
         color = f"C{i}"
         B = runs[0]["blocks"]
         stages = list(range(1, B + 1))
-        acc = [mean_std([r["stage_acc"][str(b)] for r in runs]) for b in stages]
+        acc = [mean_std([r["stage_acc"][b] for r in runs]) for b in stages]
         axes[0].errorbar(stages, [100 * m for m, _ in acc], [100 * s for _, s in acc], marker="o", capsize=3,
                          color=color, label=method)
         lower = list(range(1, B))
-        wc = [mean_std([r["weight_change"][str(c)][str(B)] for r in runs]) for c in lower]
+        wc = [mean_std([r["weight_change"][c][B] for r in runs]) for c in lower]
         width = 0.8 / len(groups)
         axes[1].bar(np.array(lower) + (i - (len(groups) - 1) / 2) * width, [m for m, _ in wc], width,
                     yerr=[s for _, s in wc], color=color, label=method, capsize=2)
-        own = [mean_std([r["probe_own"][str(b)] for r in runs])[0] for b in stages]
-        fin = [mean_std([r["probe_final"][str(b)] for r in runs])[0] for b in stages]
+        own = [mean_std([r["probe_own"][b] for r in runs])[0] for b in stages]
+        fin = [mean_std([r["probe_final"][b] for r in runs])[0] for b in stages]
         axes[2].plot(stages, [100 * v for v in own], ls="--", marker="x", color=color)
         axes[2].plot(stages, [100 * v for v in fin], ls="-", marker="o", color=color, label=method)
     axes[0].set(xlabel="stage (end of)", ylabel="test accuracy (%)", title="accuracy at each stage end")

@@ -20,15 +20,32 @@ from pathlib import Path
 
 import numpy as np
 
+from ..results import int_levels, read_json
 from ..tables import markdown_table as table
-from ..results import read_json
+
+
+#: the per-block fields of an image result: block -> value, or (two levels) block c -> stage b -> value
+BLOCK_KEYS = ("stage_acc", "probe_own", "probe_final", "revert")
+BLOCK_BY_STAGE_KEYS = ("weight_change", "direction_change")
+
+
+def block_keys(res: dict) -> dict:
+    """An image result read from JSON with int block (and stage) keys, as the run made it."""
+    out = dict(res)
+    for k in BLOCK_KEYS:
+        if isinstance(out.get(k), dict):
+            out[k] = int_levels(out[k])
+    for k in BLOCK_BY_STAGE_KEYS:
+        if isinstance(out.get(k), dict):
+            out[k] = {c: int_levels(v) for c, v in int_levels(out[k]).items()}
+    return out
 
 
 def collect(out_dir: Path) -> dict[str, dict[str, list[dict]]]:
     """dataset -> method -> results (sorted by seed) of every image ``result.json`` under ``out_dir``."""
     found: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for path in sorted(Path(out_dir).rglob("result.json")):
-        res = read_json(path)
+        res = block_keys(read_json(path))
         if res.get("experiment") != "images":
             continue
         res["_dir"] = str(path.parent)
@@ -80,7 +97,7 @@ def accuracy_table(by_method: dict[str, list[dict]]) -> str:
     rows = []
     for m, runs in by_method.items():
         row = [m, str(len(runs)), pct(r["test_acc"] for r in runs)]
-        row += [pct(r["stage_acc"][str(b)] for r in runs) for b in range(1, B + 1)]
+        row += [pct(r["stage_acc"][b] for r in runs) for b in range(1, B + 1)]
         gap = paired_gap(by_method, m)
         row.append(f"{100 * gap[0]:+.1f} ± {100 * gap[1]:.1f}" if gap is not None else "–")
         row.append(f"{100 * rec[m]:.0f}%" if rec is not None else "–")
@@ -108,8 +125,8 @@ def weight_change_table(by_method: dict[str, list[dict]], key: str = "weight_cha
     for m, runs in by_method.items():
         cells = []
         for c in range(1, B):
-            path = [mean_std(r[key][str(c)][str(b)] for r in runs)[0] for b in range(c + 1, B + 1)]
-            last = mean_std(r[key][str(c)][str(B)] for r in runs)[1]
+            path = [mean_std(r[key][c][b] for r in runs)[0] for b in range(c + 1, B + 1)]
+            last = mean_std(r[key][c][B] for r in runs)[1]
             cells.append(" → ".join(f"{v:.3f}" for v in path) + f" (± {last:.3f})")
         rows.append([m] + cells)
     return table(head, rows)
@@ -135,9 +152,9 @@ def probe_table(by_method: dict[str, list[dict]]) -> str:
     for m, runs in by_method.items():
         cells = []
         for b in range(1, B + 1):
-            own = mean_std(r["probe_own"][str(b)] for r in runs)
-            fin = mean_std(r["probe_final"][str(b)] for r in runs)
-            delta = mean_std(r["probe_final"][str(b)] - r["probe_own"][str(b)] for r in runs)
+            own = mean_std(r["probe_own"][b] for r in runs)
+            fin = mean_std(r["probe_final"][b] for r in runs)
+            delta = mean_std(r["probe_final"][b] - r["probe_own"][b] for r in runs)
             cells.append(f"{100 * own[0]:.1f} → {100 * fin[0]:.1f} ({100 * delta[0]:+.1f} ± {100 * delta[1]:.1f})")
         rows.append([m] + cells)
     return table(head, rows)
@@ -150,7 +167,7 @@ def revert_table(by_method: dict[str, list[dict]]) -> str:
     for m, runs in by_method.items():
         row = [m, pct(r["test_acc"] for r in runs)]
         for c in range(1, B):
-            have = [r["revert"][str(c)] for r in runs if str(c) in r["revert"]]
+            have = [r["revert"][c] for r in runs if c in r["revert"]]
             row.append(f"{pct(h['reverted_acc'] for h in have)} / {pct(h['random_acc'] for h in have)}"
                        if have else "frozen")
         rows.append(row)
