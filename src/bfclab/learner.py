@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from . import seeds
-from .config import ConfigError, LearnerConfig
+from .config import LearnerConfig, check_finite, check_limits
 
 
 def trunc_square(z: torch.Tensor, B: float) -> torch.Tensor:
@@ -61,15 +61,10 @@ def quadratic_basis(R: torch.Tensor) -> torch.Tensor:
 
 
 def validate(cfg: LearnerConfig) -> None:
-    """One-line errors for a bad learner config."""
-    if cfg.kind not in ("simple", "paper"):
-        raise ConfigError(f"config key 'learner.kind': unknown {cfg.kind!r}; accepted: simple, paper")
-    if cfg.m <= 0:
-        raise ConfigError(f"config key 'learner.m': must be a positive integer, got {cfg.m}")
-    if not cfg.B > 0:
-        raise ConfigError(f"config key 'learner.B': must be positive (inf = plain square), got {cfg.B}")
-    if cfg.lift is not None and (not isinstance(cfg.lift, int) or isinstance(cfg.lift, bool) or cfg.lift <= 0):
-        raise ConfigError(f"config key 'learner.lift': must be a positive integer or null, got {cfg.lift!r}")
+    """One-line errors for a bad learner config: each field's limits (its ``opt`` metadata; B may
+    be inf, the plain square), the same check as every config."""
+    check_finite(cfg, prefix="learner.")
+    check_limits(cfg, prefix="learner.")
 
 
 class Level(nn.Module):

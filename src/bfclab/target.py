@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from . import seeds
-from .config import ConfigError, TargetConfig, to_dict
+from .config import ConfigError, TargetConfig, check_finite, check_limits, to_dict
 from .results import atomic_write_bytes, load_torch_file
 
 FORMAT = "bfclab-target-v1"
@@ -111,18 +111,12 @@ def resolve_alphas(cfg: TargetConfig) -> dict[int, float]:
 
 
 def validate(cfg: TargetConfig) -> None:
-    if cfg.d <= 0:
-        raise ConfigError(f"config key 'target.d': must be a positive integer, got {cfg.d}")
-    if cfg.L < 2:
-        raise ConfigError(f"config key 'target.L': must be >= 2 (levels 2..L), got {cfg.L}")
-    if cfg.alphas is None and not (cfg.rho > 0 and math.isfinite(cfg.rho)):
+    """One-line errors for a bad target config: each field's limits (its ``opt`` metadata, the
+    same check as every config), then what depends on several fields."""
+    check_finite(cfg, prefix="target.")
+    check_limits(cfg, prefix="target.")
+    if cfg.alphas is None and not cfg.rho > 0:  # rho only matters without explicit alphas
         raise ConfigError(f"config key 'target.rho': must be a positive number, got {cfg.rho}")
-    if not (math.isfinite(cfg.kappa) and cfg.kappa >= 1):
-        raise ConfigError(f"config key 'target.kappa': must be a finite number >= 1, got {cfg.kappa}")
-    if cfg.L > 10:
-        raise ConfigError(f"config key 'target.L': at most 10 (output degree 512), got {cfg.L}")
-    if cfg.mc_samples < 100:
-        raise ConfigError(f"config key 'target.mc_samples': must be >= 100, got {cfg.mc_samples}")
     resolve_conn(cfg)
     resolve_widths(cfg)
     resolve_alphas(cfg)
