@@ -159,6 +159,13 @@ def snapshot(root: Path) -> dict[str, bytes | str]:
     return snap
 
 
+def run_watched(argv: list[str], ws: Path) -> tuple[dict, "Result", dict]:
+    """``run_cli`` in ``ws`` with a snapshot of the folder before and after."""
+    before = snapshot(ws)
+    res = run_cli(argv, ws)
+    return before, res, snapshot(ws)
+
+
 def changes(before: dict, after: dict, allowed=lambda path: False) -> list[str]:
     """Paths created, removed or changed (``allowed`` paths may be removed, nothing else)."""
     diff = []
@@ -620,12 +627,17 @@ def resume_success(tpl: Template, ws: Path, before: dict, after: dict, print_con
 # ---- properties ---------------------------------------------------------------------------------------
 
 
+def draw_template(data, world) -> tuple[str, "Template"]:
+    """A finished or a killed run folder to start an example from."""
+    kind = data.draw(st.sampled_from(["finished", "killed"]), label="template")
+    return kind, world["templates"][kind]
+
+
 @examples(4.0)
 @given(data=st.data())
 def test_damaged_run_folder(world, data):
     """``train --resume`` (and without it) on a finished or killed run with damaged files."""
-    kind = data.draw(st.sampled_from(["finished", "killed"]), label="template")
-    tpl = world["templates"][kind]
+    kind, tpl = draw_template(data, world)
     with workspace(world, kind) as ws:
         run = ws / "run"
         damaged = []
@@ -638,9 +650,7 @@ def test_damaged_run_folder(world, data):
         groups = [["--out", str(run)], *extra] + ([["--resume"]] if resume else [])
         argv = ["train", *flatten(data.draw(st.permutations(groups), label="order"))]
         note(f"argv: {argv}")
-        before = snapshot(ws)
-        res = run_cli(argv, ws)
-        after = snapshot(ws)
+        before, res, after = run_watched(argv, ws)
         name: tuple[str, ...] = ()
         read = [f for f, how in damaged if f in READ_ON_RESUME and "stale" not in how]
         if resume and not extra and len(read) == 1:
@@ -658,8 +668,7 @@ def test_damaged_run_folder(world, data):
 @given(data=st.data())
 def test_random_arguments_against_a_run(world, data):
     """Random keys and values of every type, in random order, against a folder holding a run."""
-    kind = data.draw(st.sampled_from(["finished", "killed"]), label="template")
-    tpl = world["templates"][kind]
+    kind, tpl = draw_template(data, world)
     with workspace(world, kind) as ws:
         run = ws / "run"
         out = data.draw(st.sampled_from([str(run), str(ws / "plain.txt"), "run", "plain.txt", None]), label="--out")
@@ -677,9 +686,7 @@ def test_random_arguments_against_a_run(world, data):
             tokens = data.draw(st.permutations(tokens))
         tokens.insert(data.draw(st.integers(0, len(tokens)) if data.draw(st.integers(0, 5)) == 0 else st.just(0)), "train")
         note(f"argv: {tokens}")
-        before = snapshot(ws)
-        res = run_cli(tokens, ws)
-        after = snapshot(ws)
+        before, res, after = run_watched(tokens, ws)
         holds("random arguments", judge(res, before, after,
                                         success=resume_success(tpl, ws, before, after, "--print-config" in tokens)))
 
@@ -696,9 +703,7 @@ def test_option_order_does_not_matter(world, data):
     outcomes = []
     for argv in (a, b):
         with workspace(world, "finished") as ws:
-            before = snapshot(ws)
-            res = run_cli(argv, ws)
-            after = snapshot(ws)
+            before, res, after = run_watched(argv, ws)
             holds("option order", judge(res, before, after,
                                         success=resume_success(tpl, ws, before, after, "--print-config" in argv)))
             outcomes.append((res.rc, res.started is not None))
@@ -771,9 +776,7 @@ def test_config_files(world, data):
         groups += [[x] for x in data.draw(st.lists(st.sampled_from(["--resume", "--print-config"]), unique=True))]
         argv = ["train", *flatten(data.draw(st.permutations(groups), label="order"))]
         note(f"{how}: {text!r:.300}; argv {argv}")
-        before = snapshot(ws)
-        res = run_cli(argv, ws)
-        after = snapshot(ws)
+        before, res, after = run_watched(argv, ws)
         name: tuple[str, ...] = ()
         if target != str(f) and target != "c" + suffix:
             name = (Path(target).name,)
@@ -846,9 +849,7 @@ def test_sweep_grid_files(world, data):
         groups += [[t] for t in stray]
         argv = ["sweep", *flatten(data.draw(st.permutations(groups), label="order"))]
         note(f"grid {text!r:.400}; argv {argv}")
-        before = snapshot(ws)
-        res = run_cli(argv, ws)
-        after = snapshot(ws)
+        before, res, after = run_watched(argv, ws)
         grid_read = not stray and (workers is None or workers.strip().lstrip("+").isdigit() and int(workers) >= 1)
         problems = judge(res, before, after, name=(f.name,) if grid_read and not _parses_as_mapping(f) else ())
         if (ws / "PWNED").exists():
@@ -874,9 +875,7 @@ def test_damaged_sweep_folder(world, data):
             how = "flip"
         note(damage(data, target, how))
         argv = ["sweep", "grid.yaml", "--out", "run"]
-        before = snapshot(ws)
-        res = run_cli(argv, ws)
-        after = snapshot(ws)
+        before, res, after = run_watched(argv, ws)
 
         def rebuilt(res: Result) -> list[str]:
             if res.started is not None:
@@ -910,9 +909,7 @@ def test_random_command_lines(world, data):
     with workspace(world, None) as ws:
         (ws / "grid.yaml").write_text(yaml.safe_dump({"grid": {"seed": [0]}}))
         note(f"argv: {argv}")
-        before = snapshot(ws)
-        res = run_cli(argv, ws)
-        after = snapshot(ws)
+        before, res, after = run_watched(argv, ws)
 
         def printed(res: Result) -> list[str]:
             if res.started is None and cmd == "train" and "--print-config" in argv:

@@ -98,12 +98,11 @@ class BatchedRuns:
     def _stack(self, members: list[int], trainable: set[str]) -> dict[str, torch.Tensor]:
         """The members' parameters and buffers stacked along a new leading axis; the names in
         ``trainable`` as fresh leaves that require grad."""
-        out = {}
-        for name, t in self.runs[members[0]].model.named_parameters():
-            st = torch.stack([dict(self.runs[e].model.named_parameters())[name].detach() for e in members])
-            out[name] = st.requires_grad_(name in trainable)
-        for name, _ in self.runs[members[0]].model.named_buffers():
-            out[name] = torch.stack([dict(self.runs[e].model.named_buffers())[name] for e in members])
+        params = [dict(self.runs[e].model.named_parameters()) for e in members]
+        buffers = [dict(self.runs[e].model.named_buffers()) for e in members]
+        out = {name: torch.stack([p[name].detach() for p in params]).requires_grad_(name in trainable)
+               for name in params[0]}
+        out.update({name: torch.stack([b[name] for b in buffers]) for name in buffers[0]})
         return out
 
     @torch.no_grad()
