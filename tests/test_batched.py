@@ -49,27 +49,35 @@ def test_members_agree_with_their_runs_alone(method, over):
     assert len({round(r.error, 6) for r in batched}) == len(cfgs)  # the members are different runs
 
 
+def nudged_run(cfg, eps: float) -> Run:
+    """A single run whose W is scaled by (1 + eps) just before every SVD warm start."""
+    run = Run(cfg, **QUIET)
+    warm = run.model.svd_warm_start
+
+    def nudge(level):
+        with torch.no_grad():
+            run.model.layer(level).W.mul_(1 + eps)
+        warm(level)
+
+    run.model.svd_warm_start = nudge
+    return run
+
+
 def test_the_warm_start_amplifies_rounding():
     """Why the paper learner is compared differently below: in a single run, scaling W by
     (1 + 1e-7) just before its SVD warm start moves this tiny run's final nMSE by far more
     than 1e-7 (more than 1e-4 relative)."""
     cfg = group("bfc", **{"learner.kind": "paper", "learner.m": 8})[0]
-    plain, nudged = Run(cfg, **QUIET), Run(cfg, **QUIET)
-    warm = nudged.model.svd_warm_start
-
-    def nudge(level):
-        with torch.no_grad():
-            nudged.model.layer(level).W.mul_(1 + 1e-7)
-        warm(level)
-
-    nudged.model.svd_warm_start = nudge
-    assert rel(plain.run().error, nudged.run().error) > 1e-4
+    assert rel(Run(cfg, **QUIET).run().error, nudged_run(cfg, 1e-7).run().error) > 1e-4
 
 
 @pytest.mark.parametrize("frac", [1.0, 0.5])
 def test_paper_learner_members_agree_up_to_the_chaos_of_the_warm_start(frac):
     """The paper learner's SVD warm start amplifies rounding (the test above).  So the members
-    must agree to rounding (1e-5) up to the first warm start, and afterwards within 5e-2."""
+    must agree to rounding (1e-5) up to the first warm start; afterwards a member may differ from
+    its run alone as much as rounding-sized perturbations do: the members' median deviation is at
+    most the median of the largest deviation that scaling W by 1 +- 1e-5 (the agreement reached
+    before the warm start) at each warm start causes in the run alone."""
     cfgs = group("bfc", **{"learner.kind": "paper", "learner.m": 8, "train.warm_start_frac": frac})
     single = [Run(c, **QUIET) for c in cfgs]
     for r in single:
@@ -80,7 +88,10 @@ def test_paper_learner_members_agree_up_to_the_chaos_of_the_warm_start(frac):
     for a, b in zip(single, batched):
         before = [(x, y) for x, y in zip(a.records, b.records) if x["step"] < first_warm]
         assert before and all(rel(x["test_nmse"], y["test_nmse"]) <= 1e-5 for x, y in before)
-        assert rel(a.result.error, b.result.error) <= 5e-2
+    deviation = sorted(rel(a.result.error, b.result.error) for a, b in zip(single, batched))
+    chaos = sorted(max(rel(a.result.error, nudged_run(c, eps).run().error) for eps in (1e-5, -1e-5))
+                   for a, c in zip(single, cfgs))
+    assert deviation[1] <= chaos[1], (deviation, chaos)
 
 
 def test_layerwise_members_keep_frozen_levels_bit_identical():
@@ -163,3 +174,19 @@ def test_batched_on_cuda_agrees_with_cpu():
     gpu = BatchedRuns([Run(c, **QUIET) for c in cfgs]).run()
     for a, b in zip(cpu, gpu):
         assert rel(a.error, b.error) <= 1e-2 and math.isfinite(b.error)
+
+
+@pytest.mark.parametrize("sizes, workers, want", [
+    ([12, 12, 12], 2, [12, 12, 6, 6]),   # no worker waits on a third group of 12
+    ([36], 2, [18, 18]),
+    ([3, 3, 3], 2, [3, 3, 3]),           # never below MIN_SPLIT members
+    ([12, 12], 2, [12, 12]),
+    ([10, 4], 1, [10, 4]),
+])
+def test_balance_splits_groups_so_workers_get_equal_shares(sizes, workers, want):
+    from bfclab.sweep import balance
+
+    groups = [list(range(n)) for n in sizes]
+    out = balance(groups, workers)
+    assert [len(g) for g in out] == want
+    assert sorted(x for g in out for x in g) == sorted(x for g in groups for x in g)  # nothing lost

@@ -143,41 +143,55 @@ class Learner(nn.Module):
         return self.weights(l) + ([lv.scale] if isinstance(lv.scale, nn.Parameter) else [])
 
     # ---- forward -----------------------------------------------------------------------------
-    def lift(self, j: int, s: torch.Tensor) -> torch.Tensor:
-        """phi_j = sigma(R_j S_j) (optionally truncated)."""
-        u = s @ self.R(j).mT
+    def lift(self, j: int, sT: torch.Tensor) -> torch.Tensor:
+        """phi_j = sigma(R_j S_j) (optionally truncated), feature-major: ``sT`` is (..., k_j, n)."""
+        u = self.R(j) @ sT
         phi = trunc_square(u, self.cfg.B) if self.cfg.trunc_lift else u * u
         return phi - 1.0 if self.cfg.lift_center else phi
 
-    def inputs(self, l: int, x: torch.Tensor, feats: dict) -> torch.Tensor:
-        """z_l(x): the concatenation of the channels in J_l (constant first when ``bias``)."""
-        ones = (*x.shape[:-1], 1)
-        parts = [torch.ones(ones, dtype=x.dtype, device=x.device)] if self.cfg.bias else []
+    def _mix(self, M: torch.Tensor, l: int, chans: dict) -> torch.Tensor:
+        """M z_l(x) for a weight M (..., r, q_l) of level l, feature-major (..., r, n); ``chans``
+        holds the channels, feature-major: x^T under 1 and phi_j under each lifted j in J_l.
+
+        z_l is the concatenation of the channels in J_l (constant first when ``bias``); it is never
+        built: each channel meets its own block of M's columns (one small matmul each), which on
+        CPU is several times faster than a concatenation and one matmul (``bench/throughput.py``).
+        """
+        out = M[..., :1] if self.cfg.bias else None  # the constant channel, broadcast over n
+        col = int(self.cfg.bias)
         for j in self.conn[l]:
             if j == 0:
                 if not self.cfg.bias:
-                    parts.append(torch.ones(ones, dtype=x.dtype, device=x.device))
-            elif j == 1:
-                parts.append(x)
-            else:
-                parts.append(self.lift(j, feats[j]))
-        return torch.cat(parts, dim=-1)
+                    out = M[..., col:col + 1] if out is None else out + M[..., col:col + 1]
+                    col += 1
+                continue
+            inp = chans[j]
+            term = M[..., col:col + inp.shape[-2]] @ inp
+            col += inp.shape[-2]
+            out = term if out is None else out + term
+        return out.expand(*out.shape[:-1], chans[1].shape[-1])
 
     def forward_all(self, x: torch.Tensor, levels: list[int] | None = None):
-        """Features S_l, wide pre-activations F_l and the output F(x) for the given levels."""
+        """Features S_l (..., n, k_l), wide pre-activations F_l and the output F(x) (..., n) for the
+        given levels.  Computed feature-major (the batch axis last: one x^T copy, then every matmul
+        is a short-and-wide product, the shape CPU kernels run fastest); features are returned as
+        transposed views."""
         levels = self.active if levels is None else levels
-        feats: dict[int, torch.Tensor] = {}
+        chans = {1: x.mT.contiguous()}  # x^T and each phi_j, computed once, used by every level
+        featsT: dict[int, torch.Tensor] = {}
         wide: dict[int, torch.Tensor] = {}
         out = self.offset[..., None].expand(x.shape[:-1])
         for l in levels:
-            z = self.inputs(l, x, feats)
             lv = self.layer(l)
-            feats[l] = z @ lv.K.mT
-            head = feats[l] if lv.W is None else z @ lv.W.mT
+            for j in self.conn[l]:
+                if j >= 2 and j not in chans:
+                    chans[j] = self.lift(j, featsT[j])
+            featsT[l] = self._mix(lv.K, l, chans)
+            head = featsT[l] if lv.W is None else self._mix(lv.W, l, chans)
             if lv.W is not None:
-                wide[l] = head
-            out = out + lv.scale[..., None] * trunc_square(head, self.cfg.B).sum(-1)
-        return feats, wide, out
+                wide[l] = head.mT
+            out = out + lv.scale[..., None] * trunc_square(head, self.cfg.B).sum(-2)
+        return {l: f.mT for l, f in featsT.items()}, wide, out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """F(x) for x of shape (n, d); with parameters and buffers stacked along a leading axis of

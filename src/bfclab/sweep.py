@@ -313,6 +313,23 @@ def batch_groups(cells: list[Cell], root: str | Path) -> tuple[list[list[Cell]],
     return [g for g in chunks if len(g) > 1], rest
 
 
+#: a group is not split below this many members to balance the workers (the step cost per member
+#: rises steeply below it: docs/bench_throughput.md, "One training step")
+MIN_SPLIT = 4
+
+
+def balance(groups: list[list[Cell]], workers: int) -> list[list[Cell]]:
+    """Split the largest groups in halves until the workers can take equal numbers of them (or a
+    half would fall below ``MIN_SPLIT``), largest first, so that no worker ends with one more
+    group than the others: three groups of 12 on two workers become 12, 12, 6, 6."""
+    groups = sorted(groups, key=len, reverse=True)
+    while workers > 1 and len(groups) % workers and len(groups[0]) >= 2 * MIN_SPLIT:
+        big = groups.pop(0)
+        groups += [big[: len(big) // 2], big[len(big) // 2:]]
+        groups.sort(key=len, reverse=True)
+    return groups
+
+
 def _group_job(cells: list[Cell], root: str, threads: int) -> list[tuple[str, str | None]]:
     """:func:`run_group` in a worker process: (cell id, error) for each cell."""
     if threads > 0:
@@ -500,6 +517,7 @@ def run_sweep(grid: Grid, root: str | Path, workers: int = 1, progress: bool | N
     executor: Executor = ProcessExecutor(workers) if workers > 1 else SerialExecutor()
     t0, load0 = time.time(), os.getloadavg()
     groups, single = batch_groups(todo, root) if batched else ([], todo)
+    groups = balance(groups, workers)
     run_groups(groups, root, workers, threads, done)
     # worker processes run `threads` torch threads each; in-process cells leave the caller's setting
     executor.map(partial(run_cell, threads=threads if workers > 1 else 0), single, str(root), done)
