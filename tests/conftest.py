@@ -8,7 +8,7 @@ def tiny_config(**over) -> RunConfig:
     """A run small enough for a unit test (seconds on 2 cores)."""
     cfg = RunConfig()
     base = {
-        "target.d": 8, "target.L": 4, "target.widths": [2], "target.mc_samples": 4000,
+        "target.d": 8, "target.L": 4, "target.widths": [2], "target.mc_samples": 4000, "target.var_samples": 20000,
         "data.n_train": 512, "data.n_test": 512, "train.steps_per_stage": 40,
         "train.batch_size": 64, "train.log_every": 20,
     }

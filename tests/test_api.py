@@ -165,13 +165,13 @@ def test_train_returns_the_run_with_result_and_model(tiny_cfg):
     run = bfclab.train(tiny_cfg, progress=False, log=lambda s: None)
     assert isinstance(run.result, Result) and run.result.error == run.result.metrics["test_nmse"]
     assert run.model.active == [2, 3, 4] and set(run.result.feature_error) == {2, 3, 4}
-    other = bfclab.Target.from_config(bfclab.TargetConfig(d=tiny_cfg.target.d + 1, widths=[2], mc_samples=2000))
+    other = bfclab.Target.from_config(bfclab.TargetConfig(d=tiny_cfg.target.d + 1, widths=[2], mc_samples=2000, var_samples=20000))
     with pytest.raises(bfclab.ConfigError, match="target.d"):
         bfclab.train(tiny_cfg, target=other)
 
 
 def test_learner_for_target_matches_the_target():
-    t = bfclab.Target.from_config(bfclab.TargetConfig(d=6, L=3, widths=[2], mc_samples=2000))
+    t = bfclab.Target.from_config(bfclab.TargetConfig(d=6, L=3, widths=[2], mc_samples=2000, var_samples=20000))
     m = bfclab.Learner.for_target(t)
     assert m.levels == [2, 3] and m.d == 6 and m.conn == t.conn
 

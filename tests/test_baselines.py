@@ -305,7 +305,7 @@ def test_registry_errors_name_the_field():
 
 def test_registry_defaults_follow_the_target():
     assert default_options("krr-poly")["degree"] == 8  # default target: L = 4, degree 2^(L-1)
-    tgt = Target.from_config(TargetConfig(d=6, L=3, widths=[3], mc_samples=1000))
+    tgt = Target.from_config(TargetConfig(d=6, L=3, widths=[3], mc_samples=1000, var_samples=20000))
     assert make_estimator("krr-poly", {}, target=tgt).kernel.degree == 4
     seq = make_estimator("seqkernel", {}, target=tgt)
     assert (seq.L, seq.k) == (3, 3)
@@ -356,7 +356,7 @@ def _outside_inside(md: dict, integer: bool) -> list[tuple]:
 OPTION_CASES = [(name, key, bad, good, is_list) for name in ESTIMATORS
                 for key, (md, integer, is_list) in _limits(name).items()
                 for bad, good in _outside_inside(md, integer)]
-TGT_SMALL = dict(d=6, L=3, widths=[2], mc_samples=1000)
+TGT_SMALL = dict(d=6, L=3, widths=[2], mc_samples=1000, var_samples=20000)
 
 
 def test_every_estimator_option_has_a_limit():
@@ -450,7 +450,7 @@ def test_estimator_learns_an_easy_quadratic(name):
     """Each baseline beats the mean predictor (nmse 1) by a wide margin on a quadratic target."""
     x, y = quad_task(1500, 0)
     xt, yt = quad_task(500, 1)
-    tgt = Target.from_config(TargetConfig(d=8, L=3, widths=[2], mc_samples=2000))  # for krr-entk's learner
+    tgt = Target.from_config(TargetConfig(d=8, L=3, widths=[2], mc_samples=2000, var_samples=20000))  # for krr-entk's learner
     est = make_estimator(name, SMALL[name], seed=1, target=tgt)
     assert isinstance(est, Estimator) and est.name == name
     assert est.fit(x, y) is est
@@ -462,7 +462,7 @@ def test_estimator_learns_an_easy_quadratic(name):
 def test_sequential_levels_add_degree_on_a_two_level_target():
     """On a depth-3 target (degree 4) the second level of seqkernel explains what a single
     degree-2 kernel regression cannot (test error drops by more than 2x)."""
-    tgt = Target.from_config(TargetConfig(d=6, L=3, widths=[2], rho=0.5, mc_samples=4000))
+    tgt = Target.from_config(TargetConfig(d=6, L=3, widths=[2], rho=0.5, mc_samples=4000, var_samples=20000))
     x, y, xt, yt = make_data(tgt, DataConfig(n_train=3000, n_test=1000), 0)
     one = SequentialKernel(L=2, k=2).fit(x, y)
     two = SequentialKernel(L=3, k=2).fit(x, y)
@@ -517,7 +517,7 @@ def test_deep_modes_share_the_interface():
     from bfclab.config import TargetConfig
     from bfclab.target import Target
 
-    t = Target.from_config(TargetConfig(d=8, widths=[2], mc_samples=4000))
+    t = Target.from_config(TargetConfig(d=8, widths=[2], mc_samples=4000, var_samples=20000))
     x, y, _ = t.sample(3000, seed=1)
     xt, yt, _ = t.sample(2000, seed=2)
     opts = {"train": {"steps_per_stage": 500, "batch_size": 256, "log_every": 500}, "data": {"n_test": 500}}

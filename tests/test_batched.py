@@ -146,7 +146,7 @@ def test_train_many_writes_each_members_folder(tmp_path):
 
 
 def test_sweep_batched_matches_one_by_one(tmp_path):
-    spec = {"name": "b", "base": {"target": {"d": 8, "widths": [2], "mc_samples": 4000},
+    spec = {"name": "b", "base": {"target": {"d": 8, "widths": [2], "mc_samples": 4000, "var_samples": 20000},
                                   "data": {"n_train": 512, "n_test": 512},
                                   "train": {"steps_per_stage": 40, "batch_size": 64, "log_every": 20}},
             "grid": {"method": ["bfc", "layerwise"], "seed": [0, 1], "data.n_train": [300, 512]}}

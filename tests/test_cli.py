@@ -10,7 +10,7 @@ from bfclab.cli import main
 from bfclab.config import RunConfig, from_dict, to_dict
 from bfclab.results import dumps
 
-TINY = ["--target.d", "6", "--target.widths", "[2]", "--target.mc_samples", "2000",
+TINY = ["--target.d", "6", "--target.widths", "[2]", "--target.mc_samples", "2000", "--target.var_samples", "20000",
         "--data.n_train", "256", "--data.n_test", "256", "--train.steps_per_stage", "20",
         "--train.batch_size", "32", "--train.log_every", "10"]
 

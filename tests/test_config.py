@@ -141,8 +141,8 @@ RUN_CASES = [(f"{sec}.{name}", bad) for sec, cls in SECTIONS.items() for name, m
 def test_every_section_declares_its_limits():
     """The limits the hand-written checks held, now in the metadata (none lost in the move)."""
     names = {sec: set(_limited(cls)) for sec, cls in SECTIONS.items()}
-    assert names["target"] == {"d", "L", "kappa", "mc_samples"}
-    assert names["data"] == {"n_train", "n_test", "task", "label_noise"}
+    assert names["target"] == {"d", "L", "kappa", "mc_samples", "var_samples"}
+    assert names["data"] == {"n_train", "n_test", "n_monitor", "task", "label_noise"}
     assert names["learner"] == {"kind", "m", "lift", "B"}
     assert names["train"] == {"steps_per_stage", "batch_size", "optimizer", "lr", "momentum", "schedule",
                               "min_lr_frac", "clip", "init_std", "lam_kw", "lam_k", "lam_w", "warm_start_frac",

@@ -89,7 +89,7 @@ def test_relu_ntk_matches_empirical_ntk_of_wide_network(bias):
 def test_learner_entk_equals_per_sample_autograd(kind):
     """The batched (vmap + jacrev) empirical NTK of the learner equals J J^T from a loop of
     torch.autograd.grad calls, one sample at a time (float64, rtol 1e-9)."""
-    target = Target.from_config(TargetConfig(d=5, L=4, widths=[2], mc_samples=2000))
+    target = Target.from_config(TargetConfig(d=5, L=4, widths=[2], mc_samples=2000, var_samples=20000))
     kern = learner_entk(target, kind=kind, m=8, init_std=1.0, seed=3, chunk=3)
     model = kern.module.double()
     assert model.active == [2, 3, 4]
@@ -109,7 +109,7 @@ def test_learner_entk_equals_per_sample_autograd(kind):
 
 def test_learner_entk_at_tiny_init_is_degenerate():
     """Why init std 1.0: at the stage-wise init scale (0.01) the kernel is ~1e4x smaller than at 1.0."""
-    target = Target.from_config(TargetConfig(d=5, L=3, widths=[2], mc_samples=2000))
+    target = Target.from_config(TargetConfig(d=5, L=3, widths=[2], mc_samples=2000, var_samples=20000))
     x = _x(6, 5, 10)
     big = learner_entk(target, init_std=1.0)(x.float(), x.float()).abs().max()
     tiny = learner_entk(target, init_std=0.01)(x.float(), x.float()).abs().max()

@@ -63,7 +63,7 @@ def test_svd_warm_start_is_best_rank_k():
 
 
 def test_learner_warm_start_sets_k(tiny):
-    t = Target.from_config(TargetConfig(d=8, L=3, widths=[2], mc_samples=2000))
+    t = Target.from_config(TargetConfig(d=8, L=3, widths=[2], mc_samples=2000, var_samples=20000))
     m = Learner(t.d, t.widths, t.conn, t.alphas, LearnerConfig(kind="paper", m=16))
     g = torch.Generator().manual_seed(0)
     m.activate(2, 1.0, g)
@@ -76,7 +76,7 @@ def test_learner_warm_start_sets_k(tiny):
 
 
 def test_regulariser_value_and_kw_switch():
-    t = Target.from_config(TargetConfig(d=6, L=3, widths=[2], mc_samples=2000))
+    t = Target.from_config(TargetConfig(d=6, L=3, widths=[2], mc_samples=2000, var_samples=20000))
     m = Learner(t.d, t.widths, t.conn, t.alphas, LearnerConfig(kind="paper", m=5))
     g = torch.Generator().manual_seed(0)
     m.activate(2, 1.0, g)
@@ -99,7 +99,7 @@ def test_regulariser_value_and_kw_switch():
 @pytest.mark.parametrize("kind", ["simple", "paper"])
 @pytest.mark.parametrize("conn", ["chain+input", "chain", "chain+input+const"])
 def test_learner_at_ground_truth_has_zero_loss(kind, conn):
-    t = Target.from_config(TargetConfig(d=12, L=4, widths=[3], conn=conn, mc_samples=5000))
+    t = Target.from_config(TargetConfig(d=12, L=4, widths=[3], conn=conn, mc_samples=5000, var_samples=20000))
     m = Learner(t.d, t.widths, t.conn, t.alphas, LearnerConfig(kind=kind, m=8))
     m.set_to_target(t)
     x, y, _ = t.sample(3000, seed=1)
@@ -111,7 +111,7 @@ def test_learner_at_ground_truth_has_zero_loss(kind, conn):
 
 
 def test_new_layer_starts_from_small_noise_not_zero():
-    t = Target.from_config(TargetConfig(d=8, L=3, widths=[2], mc_samples=2000))
+    t = Target.from_config(TargetConfig(d=8, L=3, widths=[2], mc_samples=2000, var_samples=20000))
     m = Learner(t.d, t.widths, t.conn, t.alphas, LearnerConfig(kind="paper", m=16))
     m.activate(2, 1e-2, torch.Generator().manual_seed(0))
     for p in (m.layer(2).K, m.layer(2).W):

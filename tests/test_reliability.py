@@ -19,7 +19,7 @@ from bfclab import training as T
 from bfclab.cli import main
 from bfclab.results import read_json
 
-TINY = ["--target.d", "6", "--target.widths", "[2]", "--target.mc_samples", "2000",
+TINY = ["--target.d", "6", "--target.widths", "[2]", "--target.mc_samples", "2000", "--target.var_samples", "20000",
         "--data.n_train", "256", "--data.n_test", "256", "--train.steps_per_stage", "20",
         "--train.batch_size", "32", "--train.log_every", "10"]
 
@@ -178,7 +178,7 @@ def test_sweep_resumes_a_killed_cell_from_its_checkpoint(tmp_path, monkeypatch):
     with the same metrics as an uninterrupted cell."""
     from bfclab.sweep import expand, run_sweep
 
-    base = {"target": {"d": 6, "widths": [2], "mc_samples": 2000}, "data": {"n_train": 256, "n_test": 256},
+    base = {"target": {"d": 6, "widths": [2], "mc_samples": 2000, "var_samples": 20000}, "data": {"n_train": 256, "n_test": 256},
             "train": {"steps_per_stage": 30, "batch_size": 32, "log_every": 10, "checkpoint_every": 10}}
     g = expand({"base": base, "grid": {"method": ["bfc"], "seed": [0]}})
     run_sweep(g, tmp_path / "a", progress=False)

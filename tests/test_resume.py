@@ -24,7 +24,7 @@ from bfclab import training as T
 from bfclab.config import ConfigError
 from bfclab.results import dumps, read_json
 
-TINY = ["--target.d", "8", "--target.widths", "[2]", "--target.mc_samples", "4000", "--data.n_train", "512",
+TINY = ["--target.d", "8", "--target.widths", "[2]", "--target.mc_samples", "4000", "--target.var_samples", "20000", "--data.n_train", "512",
         "--data.n_test", "512", "--train.batch_size", "64", "--train.log_every", "20"]
 
 

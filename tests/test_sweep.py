@@ -14,7 +14,7 @@ from bfclab.config import ConfigError
 from bfclab.sweep import expand, run_sweep
 
 TINY_BASE = {
-    "target": {"d": 6, "widths": [2], "mc_samples": 2000},
+    "target": {"d": 6, "widths": [2], "mc_samples": 2000, "var_samples": 20000},
     "data": {"n_train": 256, "n_test": 256},
     "train": {"steps_per_stage": 30, "batch_size": 32, "log_every": 30},
 }

@@ -9,7 +9,7 @@ from bfclab.target import Target
 
 
 def small(**kw):
-    base = dict(d=10, L=4, widths=[3], mc_samples=5000)
+    base = dict(d=10, L=4, widths=[3], mc_samples=5000, var_samples=20000)
     base.update(kw)
     return TargetConfig(**base)
 
@@ -84,7 +84,7 @@ def test_alphas_from_rho_and_vector():
 
 
 def test_classification_labels_split_at_median():
-    t = Target.from_config(small(mc_samples=20000))
+    t = Target.from_config(small(mc_samples=20000, var_samples=20000))
     _, y, g = t.sample(20000, seed=5, task="classification")
     assert set(y.unique().tolist()) == {-1.0, 1.0}
     assert abs(float((y > 0).double().mean()) - 0.5) < 0.02
@@ -134,3 +134,30 @@ def test_malformed_file(tmp_path):
     torch.save(st, tmp_path / "shape.pt")
     with pytest.raises(ConfigError, match="weights.3.2"):
         Target.load(tmp_path / "shape.pt")
+
+
+def test_population_variance_is_frozen_and_agrees_with_a_fresh_sample():
+    """Var(G*) is estimated once (its own stream) and kept in the target file; an independent
+    sample of 400 000 inputs agrees within 5 combined standard errors (the fresh sample's error from
+    its fourth moment, as the target's own)."""
+    from bfclab.config import TargetConfig
+
+    t = Target.from_config(TargetConfig(d=6, L=3, widths=[2], mc_samples=2000, var_samples=200_000))
+    g = t(torch.randn(400_000, 6, generator=torch.Generator().manual_seed(99), dtype=torch.float64))
+    c = g - g.mean()
+    v = float(c.pow(2).mean())
+    se = (float(c.pow(4).mean()) - v * v) ** 0.5 / 400_000 ** 0.5
+    assert abs(t.var_g - v) <= 5 * (t.var_g_se ** 2 + se ** 2) ** 0.5
+    assert 0 < t.var_g_se < 0.05 * t.var_g
+
+
+def test_population_variance_survives_save_and_load(tmp_path):
+    from bfclab.config import TargetConfig
+
+    t = Target.from_config(TargetConfig(d=6, L=3, widths=[2], mc_samples=2000, var_samples=5000))
+    t.save(tmp_path / "t.pt")
+    u = Target.load(tmp_path / "t.pt")
+    assert (u.var_g, u.var_g_se) == (t.var_g, t.var_g_se)
+    st = t.state()
+    del st["var_g"], st["var_g_se"]  # a file from before the variance was frozen: estimated as at creation
+    assert (Target.from_state(st).var_g, Target.from_state(st).var_g_se) == (t.var_g, t.var_g_se)

@@ -68,6 +68,8 @@ class TargetConfig:
     ``conn`` is a preset name ("chain", "chain+input", "chain+input+const") or an explicit list,
     one entry per level 2..L, of the lower levels feeding that level (it must contain l-1).
     ``alphas`` (one per level 2..L) wins over the gap ratio ``rho`` (alpha_l = rho^(l-2)).
+    ``mc_samples``: the sample that freezes each level's centring and scale; ``var_samples``: the
+    fresh sample that estimates the population Var(G*), the normaliser of test nMSE (issue 11).
     """
 
     d: int = opt(32, gt=0)
@@ -79,15 +81,21 @@ class TargetConfig:
     kappa: float = opt(2.0, ge=1)
     center: bool = True
     mc_samples: int = opt(200_000, ge=100)
+    var_samples: int = opt(2_000_000, ge=100)
     seed: int = 0
 
 
 @dataclass
 class DataConfig:
-    """Samples and labels (PAPER_NOTES §2.8): regression or sign-around-the-median labels."""
+    """Samples and labels (PAPER_NOTES §2.8): regression or sign-around-the-median labels.
+
+    ``n_test`` points score every stage end and the final result (issue 11: the top levels are
+    heavy-tailed, so small test sets mislead); the periodic records of the training curves score
+    the first ``n_monitor`` of them."""
 
     n_train: int = opt(20_000, ge=2)
-    n_test: int = opt(20_000, ge=2)
+    n_test: int = opt(200_000, ge=2)
+    n_monitor: int = opt(20_000, ge=2)  # test points of the periodic records (stage ends and final: all n_test)
     task: str = opt("regression", choices=("regression", "classification"))
     label_noise: float = opt(0.0, ge=0)  # classification: a flip probability, at most 0.5 (train.validate)
 

@@ -193,6 +193,12 @@ class Learner(nn.Module):
             out = out + lv.scale[..., None] * trunc_square(head, self.cfg.B).sum(-2)
         return {l: f.mT for l, f in featsT.items()}, wide, out
 
+    def terms(self, feats: dict, wide: dict) -> dict[int, torch.Tensor]:
+        """Each level's contribution c_l Sum(sigma~_B(head_l)) to the output, from
+        :meth:`forward_all`'s features and wide pre-activations (head = F_l, or S_l for ``simple``)."""
+        return {l: self.layer(l).scale[..., None] * trunc_square(wide.get(l, s), self.cfg.B).sum(-1)
+                for l, s in feats.items()}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """F(x) for x of shape (n, d); with parameters and buffers stacked along a leading axis of
         E models (``torch.func.functional_call``) and x of shape (E, n, d), all E at once."""

@@ -128,7 +128,7 @@ def read_jsonl(path: Path) -> list[dict]:
 # ---- typed results ------------------------------------------------------------------------------
 
 #: the per-level measurements of a record or result (level -> value; int keys in Python)
-LEVEL_KEYS = ("feature_error", "procrustes_error", "weight_change", "scales")
+LEVEL_KEYS = ("feature_error", "procrustes_error", "term_error", "weight_change", "scales")
 #: the headline error of a task, in order of preference
 ERROR_NAMES = ("test_error", "test_nmse")
 
@@ -169,7 +169,9 @@ class Result:
     run diverged).  Per-level dicts have int keys: ``feature_error[l]`` (§5.2's per-level error of
     S_l against S*_l at the end), ``procrustes_error``, ``weight_change``; ``stage_end[s]`` is what
     was measured at the end of stage s (its ``feature_error``, ``weight_change`` and the error).
-    ``extra`` keeps everything else a result file holds (``diverged``, a baseline's ``baseline``
+    ``term_error[l]``: the error of level l's contribution to the output (issue 11).  ``intervals``:
+    95 % confidence intervals of the test errors (``intervals["test_nmse"] = [lo, hi]``, over
+    independent blocks of the test set).  ``extra`` keeps everything else a result file holds (``diverged``, a baseline's ``baseline``
     options, ``chosen``, ``info``, ...), so that ``from_json(to_json())`` loses nothing.
     """
 
@@ -183,6 +185,8 @@ class Result:
     weight_change: dict[int, float] = field(default_factory=dict)
     stage_end: dict[int, dict] = field(default_factory=dict)
     steps: int | None = None
+    term_error: dict[int, float] = field(default_factory=dict)
+    intervals: dict[str, list[float]] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -213,6 +217,10 @@ class Result:
             out["steps"] = self.steps
         out.update(seconds=self.seconds, feature_error=self.feature_error, procrustes_error=self.procrustes_error,
                    weight_change=self.weight_change, stage_end=self.stage_end, config=self.config)
+        if self.term_error:
+            out["term_error"] = self.term_error
+        if self.intervals:
+            out["intervals"] = self.intervals
         out.update(self.metrics)
         out.update(self.extra)
         return out
@@ -227,12 +235,14 @@ class Result:
         d = dict(data)
         core = {k: d.pop(k) for k in ("method", "seed", "config", "seconds") if k in d}
         metrics = {k: d.pop(k) for k in METRIC_NAMES if k in d}
-        levels = {k: int_levels(d.pop(k, None)) for k in ("feature_error", "procrustes_error", "weight_change")}
+        levels = {k: int_levels(d.pop(k, None)) for k in ("feature_error", "procrustes_error", "weight_change",
+                                                           "term_error")}
+        intervals = d.pop("intervals", None) or {}
         stage_end = {int(s): record_of(r) for s, r in (d.pop("stage_end", None) or {}).items()}
         steps = d.pop("steps", None)
         return cls(method=core.get("method", ""), seed=core.get("seed", 0), config=core.get("config") or {},
                    seconds=core.get("seconds", math.nan), metrics=metrics, stage_end=stage_end, steps=steps,
-                   extra=d, **levels)
+                   intervals=intervals, extra=d, **levels)
 
     @classmethod
     def read(cls, path: Path) -> "Result":
@@ -265,9 +275,13 @@ def _result_problem(d: Any) -> str | None:
     for k in ("seconds", *METRIC_NAMES):
         if k in d and not _number(d[k]):
             return f"field '{k}' must be a number"
-    for k in ("feature_error", "procrustes_error", "weight_change"):
+    for k in ("feature_error", "procrustes_error", "weight_change", "term_error"):
         if d.get(k) is not None and not (_levels_ok(d[k]) and all(_number(v) for v in d[k].values())):
             return f"field '{k}' must map levels to numbers"
+    iv = d.get("intervals")
+    if iv is not None and not (isinstance(iv, dict) and all(
+            isinstance(v, list) and len(v) == 2 and all(_number(x) for x in v) for v in iv.values())):
+        return "field 'intervals' must map error names to [low, high]"
     se = d.get("stage_end")
     if se is not None and not (_levels_ok(se) and all(
             isinstance(r, dict) and all(_levels_ok(v) for k, v in r.items() if k in LEVEL_KEYS) for r in se.values())):

@@ -25,6 +25,7 @@ stream              seeded by     draws
 target              target.seed   the target's weights, then its Monte-Carlo normalisation
 train_data          run seed      the training inputs x ~ N(0, I_d) and label noise
 test_data           target.seed   the test inputs (shared by every run on one target)
+target_variance     target.seed   the sample that estimates the population Var(G*) once
 learner_init        run seed      the learner's fixed random lifts R_j
 batches             run seed      new-level initialisation and the SGD mini-batches
 image_init          run seed      the ResNet's initial weights (images experiment)
@@ -64,6 +65,7 @@ STREAMS: dict[str, Stream] = {
     "target": Stream(1, 0, "target weights and Monte-Carlo normalisation"),
     "train_data": Stream(7919, 11, "training inputs and label noise"),
     "test_data": Stream(1, 2_000_000_011, "test inputs (of the target's seed)"),
+    "target_variance": Stream(1, 3_000_000_019, "the population-variance sample (of the target's seed)"),
     "learner_init": Stream(10_007, 17, "the learner's lifts"),
     "batches": Stream(1_000_003, 1, "new-level initialisation and mini-batches"),
     "image_init": Stream(1, 0, "ResNet initial weights"),

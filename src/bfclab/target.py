@@ -17,13 +17,17 @@ Choices made where the notes are [R]/[M-low] (documented in docs/DESIGN.md):
   target is an exact fixed polynomial.  ``center=False`` keeps only the scaling (the target is
   then homogeneous when there are no input/constant skips).
 * Classification labels are y = sign(G*(x) - median), the median frozen from the same sample.
+* The population variance Var(G*), the normaliser of every test nMSE (issue 11), is estimated once
+  from ``var_samples`` fresh inputs of its own stream and frozen with its standard error:
+  the top levels are heavy-tailed (G* has degree 2^(L-1)), so a test set's own variance is a
+  noisy and biased-low normaliser.
 """
 
 from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,6 +37,14 @@ from .config import ConfigError, TargetConfig, check_finite, check_limits, to_di
 from .results import atomic_write_bytes, load_torch_file
 
 FORMAT = "bfclab-target-v1"
+
+#: inputs evaluated at a time wherever a target or learner meets a large sample (memory bound)
+CHUNK = 65_536
+
+
+def chunks(n: int, size: int = CHUNK):
+    """(start, stop) of consecutive slices of at most ``size`` covering range(n)."""
+    return [(a, min(a + size, n)) for a in range(0, n, size)]
 
 
 def resolve_conn(cfg: TargetConfig) -> dict[int, list[int]]:
@@ -149,6 +161,8 @@ class Target:
     mu, scale: frozen centring and standardisation of each level.
     median: frozen median of G*, the classification threshold.
     g_std: frozen standard deviation of G*, the unit of regression label noise.
+    var_g, var_g_se: the population variance of G* (``var_samples`` fresh inputs) and that
+    estimate's standard error: the normaliser of test nMSE.
     """
 
     d: int
@@ -162,6 +176,10 @@ class Target:
     median: float
     g_std: float
     config: dict
+    var_g: float = math.nan
+    var_g_se: float = math.nan
+    #: samples drawn from this target, kept for the runs that share it (``bfclab.training.test_data``)
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     # ---- construction -----------------------------------------------------------------------
     @classmethod
@@ -189,7 +207,20 @@ class Target:
             feats[l] = (pre - mu) / sc
         g = t._output(feats)
         t.median, t.g_std = float(g.median()), float(g.std())
+        t.var_g, t.var_g_se = t.population_variance()
         return t
+
+    def population_variance(self) -> tuple[float, float]:
+        """Var(G*) over ``var_samples`` fresh inputs of the ``target_variance`` stream (float64,
+        chunked, two passes) and its standard error sqrt((m4 - v^2) / n), m4 the fourth central
+        moment."""
+        n = int(self.config.get("var_samples", TargetConfig.var_samples))
+        gen = seeds.generator("target_variance", int(self.config.get("seed", 0)))
+        g = torch.cat([self(torch.randn(b - a, self.d, generator=gen, dtype=torch.float64)) for a, b in chunks(n)])
+        c = g - g.mean()
+        v = float(c.pow(2).mean())
+        m4 = float(c.pow(4).mean())
+        return v, math.sqrt(max(m4 - v * v, 0.0) / n)
 
     # ---- the function ------------------------------------------------------------------------
     def _pre(self, l: int, x: torch.Tensor, feats: dict) -> torch.Tensor:
@@ -260,6 +291,7 @@ class Target:
             "weights": {str(l): keyed(ws) for l, ws in self.weights.items()},
             "mu": keyed(self.mu), "scale": keyed(self.scale),
             "median": self.median, "g_std": self.g_std,
+            "var_g": self.var_g, "var_g_se": self.var_g_se,
             "config": self.config,
         }
 
@@ -311,5 +343,14 @@ class Target:
             for name, v in (("mu", mu[l]), ("scale", scale[l])):
                 if not isinstance(v, torch.Tensor) or tuple(v.shape) != (widths[l],):
                     raise ConfigError(f"target file '{where}': field '{name}.{l}' has the wrong shape")
-        return cls(d=d, L=L, widths=widths, conn=conn, alphas=alphas, weights=weights, mu=mu,
-                   scale=scale, median=median, g_std=g_std, config=st["config"])
+        t = cls(d=d, L=L, widths=widths, conn=conn, alphas=alphas, weights=weights, mu=mu,
+                scale=scale, median=median, g_std=g_std, config=st["config"])
+        try:
+            t.var_g, t.var_g_se = float(st["var_g"]), float(st["var_g_se"])
+        except KeyError:  # a file written before the variance was frozen: estimate it as from_config does
+            t.var_g, t.var_g_se = t.population_variance()
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"target file '{where}': malformed field ({e!s})") from None
+        if not (math.isfinite(t.var_g) and t.var_g > 0 and math.isfinite(t.var_g_se) and t.var_g_se >= 0):
+            raise ConfigError(f"target file '{where}': field 'var_g' must be a positive number")
+        return t

@@ -37,10 +37,12 @@ from .learner import validate as validate_learner
 from .methods import DivergenceError, Method, lr_factor, parse_method
 from .results import (Result, append_jsonl, atomic_write_bytes, dumps, error_name, error_names, load_torch_file,
                       read_json_mapping, read_records, write_json)
-from .target import Target, resolve_alphas, resolve_conn, resolve_widths
+from .target import Target, chunks, resolve_alphas, resolve_conn, resolve_widths
 from .target import validate as validate_target
 
 CHECKPOINT = "checkpoint.pt"
+#: the record events scored on the whole test set (the others on its first ``data.n_monitor`` points)
+FULL_EVENTS = ("stage_end", "final")
 CHECKPOINT_FORMAT = "bfclab-checkpoint-1"
 
 
@@ -65,11 +67,35 @@ def make_data(target: Target, data: DataConfig, seed: int):
     inputs and labels as PAPER_NOTES §2.1 and §2.8 define them).
 
     The training sample depends on the run seed; the test sample only on the target's seed, so
-    all runs on one target are scored on the same test points.  Baselines use this too.
+    all runs on one target are scored on the same test points (:func:`test_data`, drawn once per
+    target object).  Baselines use this too.
     """
     x, y, _ = target.sample(data.n_train, seed=seeds.seed_of("train_data", seed), task=data.task, label_noise=data.label_noise)
-    xt, yt, _ = target.sample(data.n_test, seed=seeds.seed_of("test_data", target.config.get("seed", 0)), task=data.task)
+    xt, yt = test_data(target, data.n_test, data.task)
     return x, y, xt, yt
+
+
+def test_data(target: Target, n: int, task: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The target's test sample of size ``n`` (float64 inputs and clean labels), drawn from the
+    ``test_data`` stream of the target's seed and kept in ``target.cache``: the runs of a sweep or
+    a batched group that share one :class:`Target` share these tensors."""
+    key = ("test", n, task)
+    if key not in target.cache:
+        xt, yt, _ = target.sample(n, seed=seeds.seed_of("test_data", target.config.get("seed", 0)), task=task)
+        target.cache[key] = (xt, yt)
+    return target.cache[key]
+
+
+def truth(target: Target, n: int, task: str) -> tuple[dict, dict]:
+    """The true features S*_l and output terms alpha_l |S*_l|^2 of :func:`test_data` (float64,
+    computed chunk by chunk, kept in ``target.cache``)."""
+    key = ("truth", n, task)
+    if key not in target.cache:
+        xt = test_data(target, n, task)[0]
+        parts = [target.features(xt[a:b]) for a, b in chunks(n)]
+        feats = {l: torch.cat([p[l] for p in parts]) for l in parts[0]}
+        target.cache[key] = (feats, {l: target.alphas[l] * s.pow(2).sum(-1) for l, s in feats.items()})
+    return target.cache[key]
 
 
 class Run:
@@ -112,8 +138,16 @@ class Run:
         x, y, xt, yt = data if data is not None else make_data(self.target, self.cfg.data, self.cfg.seed)
         dev = self.device
         self.x_tr, self.y_tr = x.float().to(dev), y.float().to(dev)
-        self.x_te, self.y_te = xt.float().to(dev), yt.float().to(dev)
-        self.true_te = {l: s for l, s in self.target.features(xt).items()}
+        if data is None:  # the target's shared test set (one float32 copy per device for all its runs)
+            key = ("test32", self.cfg.data.n_test, self.cfg.data.task, str(dev))
+            if key not in self.target.cache:
+                self.target.cache[key] = (xt.float().to(dev), yt.float().to(dev))
+            self.x_te, self.y_te = self.target.cache[key]
+            self.true_te, self.true_terms = truth(self.target, self.cfg.data.n_test, self.cfg.data.task)
+        else:
+            self.x_te, self.y_te = xt.float().to(dev), yt.float().to(dev)
+            self.true_te = self.target.features(xt)
+            self.true_terms = {l: self.target.alphas[l] * s.pow(2).sum(-1) for l, s in self.true_te.items()}
         self.y_scale = float(y.var()) if self.cfg.data.task == "regression" else 1.0
 
     # ---- loss ------------------------------------------------------------------------------
@@ -126,24 +160,34 @@ class Run:
     # ---- measurement ---------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, event: str) -> dict:
+        """One record: the test errors on the whole test set (chunk by chunk, :class:`metrics.Score`,
+        nMSE normalised by the target's population variance, with its 95 % interval), the training
+        error, and per active level the feature, Procrustes and output-term errors, the weight
+        change since the level's own stage and its output scale.  Stage ends and the final record
+        score every test point; the other records the first ``data.n_monitor`` (``test_points``)."""
         m = self.model
-        feats, _, out = m.forward_all(self.x_te)
-        _, _, out_tr = m.forward_all(self.x_tr)
+        n = self.x_te.shape[0]
+        if event not in FULL_EVENTS:
+            n = min(n, self.cfg.data.n_monitor)
+        score = M.Score(n, self.target.var_g, self.classify)
+        for a, b in chunks(n):
+            feats, wide, out = m.forward_all(self.x_te[a:b])
+            score.add(a, out, self.y_te[a:b], feats, {l: self.true_te[l][a:b] for l in feats},
+                      m.terms(feats, wide), {l: self.true_terms[l][a:b] for l in feats})
+        out_tr = torch.cat([m(self.x_tr[a:b]) for a, b in chunks(self.x_tr.shape[0])])
         rec: dict = {"step": self.step, "stage": self.stage, "event": event,
-                     "active": list(m.active)}
+                     "active": list(m.active), "test_points": n}
         if self.classify:
-            rec["test_error"] = M.class_error(out, self.y_te)
+            rec["test_error"], rec["test_error_ci"] = score.error(), score.interval()
             rec["train_error"] = M.class_error(out_tr, self.y_tr)
-            rec["test_loss"] = float(self.task_loss(out, self.y_te))
+            rec["test_loss"] = score.loss()
             rec["train_loss"] = float(self.task_loss(out_tr, self.y_tr))
         else:
-            rec["test_nmse"] = M.nmse(out, self.y_te)
+            rec["test_nmse"], rec["test_nmse_ci"] = score.error(), score.interval()
             rec["train_nmse"] = M.nmse(out_tr, self.y_tr)
-        rec["feature_error"] = {l: M.feature_error(feats[l], self.true_te[l]) for l in m.active}
-        rec["procrustes_error"] = {
-            l: M.procrustes_error(feats[l], self.true_te[l])
-            for l in m.active if feats[l].shape[1] == self.true_te[l].shape[1]
-        }
+        rec["feature_error"] = {l: score.feature_error(l) for l in m.active}
+        rec["procrustes_error"] = {l: v for l in m.active if (v := score.procrustes_error(l)) is not None}
+        rec["term_error"] = {l: score.term_error(l) for l in m.active}
         rec["weight_change"] = {
             l: M.relative_change(m.weights(l), self.ref[l]) for l in m.active if l in self.ref
         }
@@ -354,12 +398,15 @@ class Run:
             metrics = {k: final[k] for k in ("test_error", "train_error", "test_loss", "train_loss")}
         else:
             metrics = {k: final[k] for k in ("test_nmse", "train_nmse")}
-        stage_end = {s: {"feature_error": r["feature_error"], "weight_change": r["weight_change"], err: r[err]}
+        stage_end = {s: {"feature_error": r["feature_error"], "term_error": r["term_error"],
+                         "weight_change": r["weight_change"], err: r[err], f"{err}_ci": r[f"{err}_ci"]}
                      for s, r in self.stage_end.items()}
         return Result(method=self.cfg.method, seed=self.cfg.seed, config=to_dict(self.cfg), seconds=seconds,
                       metrics=metrics, feature_error=final["feature_error"],
                       procrustes_error=final["procrustes_error"], weight_change=final["weight_change"],
-                      stage_end=stage_end, steps=self.step)
+                      term_error=final["term_error"], intervals={err: final[f"{err}_ci"]},
+                      stage_end=stage_end, steps=self.step,
+                      extra={"normaliser": {"var_g": self.target.var_g, "var_g_se": self.target.var_g_se}})
 
 
 def _summary(rec: dict) -> str:

@@ -25,8 +25,11 @@ def run_baseline(method: str, options: dict, cfg: RunConfig, out: Path) -> Resul
     est = make_estimator(method, options, device=str(resolve_device(cfg.train.device)), seed=cfg.seed, target=target)
     est.fit(x, y)
     extra = {"baseline": options, **{a: getattr(est, a) for a in ("chosen", "info") if hasattr(est, a)}}
-    metrics = {"test_nmse": M.nmse(est.predict(xt).cpu(), yt), "train_nmse": M.nmse(est.predict(x).cpu(), y)}
+    score = M.Score(xt.shape[0], target.var_g)  # nMSE over the target's population variance (issue 11)
+    score.add(0, est.predict(xt).cpu(), yt)
+    metrics = {"test_nmse": score.error(), "train_nmse": M.nmse(est.predict(x).cpu(), y)}
     res = Result(method=method, seed=cfg.seed, config=to_dict(cfg), seconds=time.time() - t0, metrics=metrics,
-                 extra=extra)
+                 intervals={"test_nmse": score.interval()},
+                 extra={**extra, "normaliser": {"var_g": target.var_g, "var_g_se": target.var_g_se}})
     write_json(out / "result.json", res.to_json())
     return res

@@ -19,7 +19,7 @@ from ..tables import med, spread  # noqa: F401 (the experiments' summary statist
 
 # A tiny version of the default target for --quick runs (CI): same structure, seconds per run.
 QUICK_BASE = {
-    "target": {"d": 8, "widths": [2], "mc_samples": 5000},
+    "target": {"d": 8, "widths": [2], "mc_samples": 5000, "var_samples": 20000},
     "data": {"n_train": 1000, "n_test": 1000},
     "train": {"steps_per_stage": 200, "batch_size": 128, "log_every": 50},
 }
