@@ -27,3 +27,21 @@ def spread(values) -> str:
     if not vals:
         return "n/a"
     return f"{statistics.median(vals):.2e} [{min(vals):.1e}, {max(vals):.1e}]"
+
+
+def spread_ci(pairs) -> str:
+    """'median ±h% [min, max]' from (error, interval) pairs, one per seed: the spread over seeds as
+    :func:`spread`, and h the half-width of the median seed's 95 % test-set interval relative to
+    its error (the lower middle seed for an even count; left out where no interval was stored)."""
+    pairs = [(v, ci) for v, ci in pairs if v == v]
+    if not pairs:
+        return "n/a"
+    vals = [v for v, _ in pairs]
+    v, ci = sorted(pairs, key=lambda p: p[0])[(len(pairs) - 1) // 2]
+    half = f" ±{50 * (ci[1] - ci[0]) / v:.0f}%" if ci and v else ""
+    return f"{statistics.median(vals):.2e}{half} [{min(vals):.1e}, {max(vals):.1e}]"
+
+
+#: the sentence that explains :func:`spread_ci`'s format wherever a report uses it
+CI_NOTE = ("Errors read median ±h% [min, max] over seeds, h the half-width of the median seed's 95 % "
+           "interval over independent blocks of its test set, relative to its error.")

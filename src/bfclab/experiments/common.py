@@ -15,7 +15,7 @@ from pathlib import Path
 from ..results import Result, read_json, read_records
 from ..sweep import Cell, Grid, expand, run_sweep
 from ..tables import markdown_table as table
-from ..tables import med, spread  # noqa: F401 (the experiments' summary statistics)
+from ..tables import CI_NOTE, med, spread, spread_ci  # noqa: F401 (the experiments' summary statistics)
 
 # A tiny version of the default target for --quick runs (CI): same structure, seconds per run.
 QUICK_BASE = {
@@ -62,6 +62,20 @@ def load_cells(root: Path, spec: dict, diverged: bool = False) -> list[CellRun]:
             res = Result.read(d / "result.json")
             if bool(res.diverged) == diverged:
                 out.append(CellRun(c.params, d, res))
+    return out
+
+
+def final_pairs(cells: list[CellRun]) -> list[tuple[float, list | None]]:
+    """(final error, its 95 % test-set interval) of each cell, for :func:`spread_ci`."""
+    return [(c.result.error, c.result.intervals.get(c.result.error_name)) for c in cells]
+
+
+def stage_pairs(cells: list[CellRun], stage: int) -> list[tuple[float, list | None]]:
+    """(error, interval) of each cell at the end of ``stage``, for :func:`spread_ci`."""
+    out = []
+    for c in cells:
+        ek = c.result.error_name
+        out.append((c.result.stage_value(stage, ek), c.result.stage_end.get(stage, {}).get(f"{ek}_ci")))
     return out
 
 

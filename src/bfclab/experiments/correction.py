@@ -14,7 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..plots import plot_feature_curves
-from .common import QUICK_BASE, Section, checks_md, diverged_note, load_cells, spread, table
+from .common import (CI_NOTE, QUICK_BASE, Section, checks_md, diverged_note, final_pairs, load_cells, spread,
+                     spread_ci, stage_pairs, table)
 
 NAME = "correction"
 METHODS = ["bfc", "layerwise", "e2e"]
@@ -48,9 +49,11 @@ def summarize(root: Path, figdir: Path, quick: bool = False, task: str = "regres
         for s in levels:
             cells_fe = [spread([c.result.stage_value(s, "feature_error", l) for c in cs]).replace("n/a", "")
                         for l in levels]  # empty where the level is not active yet
-            rows.append([m, s, spread([c.result.stage_value(s, ek) for c in cs]), *cells_fe])
+            rows.append([m, s, spread_ci(stage_pairs(cs, s)), *cells_fe])
     head = ["method", "end of stage", ek.replace("_", " ")] + [f"fe layer {l}" for l in levels]
-    final = [[m, spread([c.result.error for c in cs]), len(cs)] for m, cs in by_method.items()]
+    final = [[m, spread_ci(final_pairs(cs)),
+              *[spread([c.result.term_error.get(l, float("nan")) for c in cs]) for l in levels], len(cs)]
+             for m, cs in by_method.items()]
     checks = []
     if "bfc" in by_method:
         ratios = [c.result.stage_value(2, "feature_error", 2) / max(c.result.feature_error[2], 1e-300)
@@ -68,8 +71,9 @@ def summarize(root: Path, figdir: Path, quick: bool = False, task: str = "regres
         f"(1 - R² of the best affine map from learned to true features) against step; dashed lines "
         f"are stage boundaries.",
         f"![{name}]({fig.name})",
-        "Final error (median [min, max] over seeds):",
-        table(["method", ek.replace("_", " "), "seeds"], final),
+        f"Final error and each level's output-term error E[(c_l Σσ(S_l) − α_l‖S*_l‖²)²] / Var(G*) "
+        f"(median [min, max] over seeds).  {CI_NOTE}",
+        table(["method", ek.replace("_", " ")] + [f"term err layer {l}" for l in levels] + ["seeds"], final),
         "At every stage boundary (median [min, max] over seeds):",
         table(head, rows),
         checks_md(checks),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..plots import plot_vs
-from .common import QUICK_BASE, Section, diverged_note, load_cells, med, spread, table
+from .common import CI_NOTE, QUICK_BASE, Section, diverged_note, final_pairs, load_cells, med, spread, spread_ci, table
 
 NAME = "gap"
 RHOS = [0.05, 0.1, 0.2, 0.3, 0.5, 0.8]
@@ -27,10 +27,12 @@ def summarize(root: Path, figdir: Path, quick: bool = False, command: str = "bfc
     if not cells:
         return Section(NAME, f"No results under `{root}`: run `{command}`.")
     nm = {m: {} for m in METHODS}
+    by = {m: {} for m in METHODS}
     fe2 = {m: {} for m in METHODS}
     for c in cells:
         r = float(c.params["target.rho"])
         nm[c.params["method"]].setdefault(r, []).append(c.result.error)
+        by[c.params["method"]].setdefault(r, []).append(c)
         fe2[c.params["method"]].setdefault(r, []).append(c.result.feature_error[2])
     nm = {m: v for m, v in nm.items() if v}
     ratio = {"layerwise / bfc": {r: [med(nm["layerwise"][r]) / med(nm["bfc"][r])]
@@ -45,14 +47,14 @@ def summarize(root: Path, figdir: Path, quick: bool = False, command: str = "bfc
     rhos = sorted({float(c.params["target.rho"]) for c in cells})
     rows = []
     for r in rhos:
-        row = [r] + [spread(nm[m][r]) if r in nm.get(m, {}) else "" for m in METHODS]
+        row = [r] + [spread_ci(final_pairs(by[m][r])) if r in by.get(m, {}) else "" for m in METHODS]
         lw, bf = nm.get("layerwise", {}).get(r), nm.get("bfc", {}).get(r)
         row.append(f"{med(lw) / med(bf):.1f}x" if lw and bf else "")
         rows.append(row)
     seeds = sorted({c.params["seed"] for c in cells})
     md = "\n\n".join([
         f"Command: `{command}` (results in `{root}`).  Default target with alpha_l = rho^(l-2); "
-        f"seeds {seeds}; cells show median [min, max] test nMSE.",
+        f"seeds {seeds}; cells show the test nMSE.  {CI_NOTE}",
         f"![gap]({fig.name})",
         table(["rho"] + METHODS + ["layerwise / bfc"], rows),
         diverged_note(root, spec(quick)),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..plots import plot_vs
 from ..sweep import flatten
-from .common import QUICK_BASE, Section, diverged_note, load_cells, med, spread, table
+from .common import CI_NOTE, QUICK_BASE, Section, diverged_note, final_pairs, load_cells, med, spread, spread_ci, table
 
 NAME = "window"
 # A deeper target: levels 2..5 (degree 16).  d and k are smaller than the default target's to
@@ -57,7 +57,7 @@ def summarize(root: Path, figdir: Path, quick: bool = False, command: str = "bfc
         {"lines": {f"layer {l}": fe[l] for l in levels}, "xlabel": "backward window k",
          "ylabel": "final feature error (1 - R$^2$)", "xticks": (list(by_k), labels)},
     ], fig, title=f"window: target with levels 2..{L} (degree {2 ** (L - 1)})")
-    rows = [[k, method_of(k, L), spread(nm[k])] + [spread(fe[l][k]) for l in levels] for k in by_k]
+    rows = [[k, method_of(k, L), spread_ci(final_pairs(by_k[k]))] + [spread(fe[l][k]) for l in levels] for k in by_k]
     full = med(nm[L - 2]) if L - 2 in nm else float("nan")
     within = [k for k in by_k if med(nm[k]) <= 2 * full]
     smallest = min(within) if within else None
@@ -68,6 +68,7 @@ def summarize(root: Path, figdir: Path, quick: bool = False, command: str = "bfc
         f"differs from the defaults in {_describe(spec(quick)['base'])}; seeds 0-2.",
         f"![window]({fig.name})",
         table(["k", "method", "test nMSE"] + [f"fe layer {l}" for l in levels], rows),
+        CI_NOTE,
         verdict,
         diverged_note(root, spec(quick)),
     ])
