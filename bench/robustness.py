@@ -156,8 +156,11 @@ def render(data: dict) -> None:
         k = tc.widths[0] if isinstance(tc.widths, list) else tc.widths
 
         def cell(m):
-            vals = [r["error"] for r in per.get(m, [])]
-            return "" if not vals else f"{med(vals):.2e} [{min(vals):.1e}, {max(vals):.1e}]"
+            runs_m = per.get(m, [])
+            vals = [r["error"] for r in runs_m if r["error"] == r["error"]]
+            bad = len(runs_m) - len(vals)
+            text = f"{med(vals):.2e} [{min(vals):.1e}, {max(vals):.1e}]" if vals else ""
+            return text + (f" ({bad} diverged)" if bad else "")
 
         b = [r["error"] for r in per.get("bfc", [])]
         lw = [r["error"] for r in per.get("layerwise", [])]
@@ -167,7 +170,7 @@ def render(data: dict) -> None:
         te = " / ".join(f"{med([r['term_error'].get(l, math.nan) for r in per['bfc']]):.1g}" for l in levels)
         se = next((r["var_g_se"] / r["var_g"] for r in per.get("bfc", []) if r.get("var_g")), math.nan)
         rows.append([name, tc.L, tc.d, k, n_train(tc.d, tc.L), cell("bfc"), cell("layerwise"), cell("e2e"),
-                     f"{ratio:.1f}x" if ratio == ratio else "", fe, te, f"{100 * se:.1f} %"])
+                     f"{ratio:.1f}x" if ratio == ratio else "", fe, te, f"{100 * se:.1f} %" if se == se else ""])
         if b and "task" not in spec:  # the nMSE bars are for regression targets
             verdict.append((name, med(b), ratio))
     lines.append(markdown_table(head, rows))
@@ -176,7 +179,8 @@ def render(data: dict) -> None:
     suite_med = med([v[1] for v in done])
     n_reg = sum("task" not in s for s in SUITE.values())
     lines += ["", f"Regression targets with results: {len(done)} of {n_reg} (the classification targets' 0-1 "
-                  f"errors are in the table; the nMSE bars below do not apply to them)."]
+                  f"errors are in the table; the nMSE bars below do not apply to them).  A target whose row is "
+                  f"empty has not been run yet: the command resumes where the runs stopped."]
     if done:
         frac = len(ok) / len(done)
         lw_ok = [v for v in ok if v[2] >= LAYERWISE_RATIO]
@@ -189,9 +193,13 @@ def render(data: dict) -> None:
             f"succeeds: {'PASS' if len(lw_ok) == len(ok) else 'FAIL'}.",
             "", "Failures (bfc median above the bar), with their numbers:", ""]
         for name, m, ratio in done:
-            if m > SUCCESS:
+            if not m <= SUCCESS:  # nan: every seed diverged
                 per = runs[name]["bfc"]
                 levels = sorted({int(l) for r in per for l in r["feature_error"]})
+                if not levels:
+                    lines.append(f"- `{name}`: every bfc seed diverged ({len(per)} of {len(per)}; bfclab's "
+                                 f"divergence rule, `train.diverge_factor`).")
+                    continue
                 worst = max(levels, key=lambda l: med([r["term_error"].get(l, math.nan) for r in per]))
                 lines.append(f"- `{name}`: bfc median {m:.2e}; largest output-term error at level {worst} "
                              f"({med([r['term_error'].get(worst, math.nan) for r in per]):.1e}), its feature error "

@@ -18,4 +18,4 @@ for method in ("bfc", "layerwise"):
     r = bfclab.train(cfg, target=target, progress=False, log=lambda line: None).result
     print(f"{method:10s} test nMSE {r.error:.3e}  feature error", {l: round(v, 4) for l, v in r.feature_error.items()})
 krr = bfclab.make_estimator("krr-poly", device="cpu", seed=cfg.seed, target=target).fit(x, y)
-print(f"{'krr-poly':10s} test nMSE {bfclab.nmse(krr.predict(x_test), y_test):.3e}")
+print(f"{'krr-poly':10s} test nMSE {bfclab.nmse(krr.predict(x_test), y_test, target.var_g):.3e}")

@@ -15,10 +15,11 @@ from __future__ import annotations
 import torch
 
 
-def nmse(pred: torch.Tensor, y: torch.Tensor) -> float:
-    """Test error normalised by the label variance: MSE / Var(y)."""
+def nmse(pred: torch.Tensor, y: torch.Tensor, var: float | None = None) -> float:
+    """MSE / var: by default var = the labels' own variance; pass a target's population variance
+    (``target.var_g``) to score as every bfclab test error is scored (issue 11)."""
     pred, y = pred.to(torch.float64), y.to(torch.float64)
-    return float((pred - y).pow(2).mean() / y.var(unbiased=False))
+    return float((pred - y).pow(2).mean() / (y.var(unbiased=False) if var is None else var))
 
 
 def class_error(logits: torch.Tensor, y: torch.Tensor) -> float:
