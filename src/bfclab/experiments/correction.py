@@ -51,8 +51,11 @@ def summarize(root: Path, figdir: Path, quick: bool = False, task: str = "regres
                         for l in levels]  # empty where the level is not active yet
             rows.append([m, s, spread_ci(stage_pairs(cs, s)), *cells_fe])
     head = ["method", "end of stage", ek.replace("_", " ")] + [f"fe layer {l}" for l in levels]
+    # output-term errors compare with alpha_l |S*_l|^2: a regression quantity (a classifier's logit has
+    # no such scale), so classification tables leave them out
+    term_levels = levels if task == "regression" else []
     final = [[m, spread_ci(final_pairs(cs)),
-              *[spread([c.result.term_error.get(l, float("nan")) for c in cs]) for l in levels], len(cs)]
+              *[spread([c.result.term_error.get(l, float("nan")) for c in cs]) for l in term_levels], len(cs)]
              for m, cs in by_method.items()]
     checks = []
     if "bfc" in by_method:
@@ -71,9 +74,9 @@ def summarize(root: Path, figdir: Path, quick: bool = False, task: str = "regres
         f"(1 - R² of the best affine map from learned to true features) against step; dashed lines "
         f"are stage boundaries.",
         f"![{name}]({fig.name})",
-        f"Final error and each level's output-term error E[(c_l Σσ(S_l) − α_l‖S*_l‖²)²] / Var(G*) "
-        f"(median [min, max] over seeds).  {CI_NOTE}",
-        table(["method", ek.replace("_", " ")] + [f"term err layer {l}" for l in levels] + ["seeds"], final),
+        (f"Final error and each level's output-term error E[(c_l Σσ(S_l) − α_l‖S*_l‖²)²] / Var(G*) "
+         f"(median [min, max] over seeds).  {CI_NOTE}" if term_levels else f"Final error.  {CI_NOTE}"),
+        table(["method", ek.replace("_", " ")] + [f"term err layer {l}" for l in term_levels] + ["seeds"], final),
         "At every stage boundary (median [min, max] over seeds):",
         table(head, rows),
         checks_md(checks),
