@@ -74,10 +74,15 @@ def share(e: torch.Tensor, p: torch.Tensor) -> float:
     return float((e @ p) ** 2 / ((e @ e) * (p @ p)))
 
 
-def which_part(run: CellRun, n_eval: int = 20000) -> dict:
+def run_target(run: CellRun) -> tuple[RunConfig, Target]:
+    """A stored run's config and target (runs store their target; older ones are rebuilt)."""
     cfg = from_dict(RunConfig, json.loads((run.dir / "config.json").read_text()))
-    saved = run.dir / "target.pt"  # runs store their target; older runs are rebuilt from the config
-    target = Target.load(saved) if saved.exists() else Target.from_config(cfg.target)
+    saved = run.dir / "target.pt"
+    return cfg, (Target.load(saved) if saved.exists() else Target.from_config(cfg.target))
+
+
+def which_part(run: CellRun, n_eval: int = 20000) -> dict:
+    cfg, target = run_target(run)
     _, _, xt, _ = make_data(target, cfg.data, cfg.seed)
     x = xt[:n_eval].to(torch.float64)
     true = target.level_outputs(x)
@@ -94,9 +99,7 @@ def which_part(run: CellRun, n_eval: int = 20000) -> dict:
 
 def top_level(run: CellRun) -> dict:
     """The top-level recovery measurements of one run's final learner (module docstring)."""
-    cfg = from_dict(RunConfig, json.loads((run.dir / "config.json").read_text()))
-    saved = run.dir / "target.pt"
-    target = Target.load(saved) if saved.exists() else Target.from_config(cfg.target)
+    cfg, target = run_target(run)
     _, _, xt, yt = make_data(target, cfg.data, cfg.seed)
     L = target.L
     m = load_learner(run.dir, L, cfg, target)
@@ -210,9 +213,8 @@ def summarize(root: Path, figdir: Path, quick: bool = False,
               f"with the largest |G*|:",
               table(["method", "seed", "test nMSE", f"fe {L} all", f"fe {L} central 99 %", f"fe {L} central 90 %",
                      f"term err {L}", "error share of top 1 % |G*|"], trows)]
-    c0 = cells[0]
-    cfg0 = from_dict(RunConfig, json.loads((c0.dir / "config.json").read_text()))
-    ident = identifiability(Target.from_config(cfg0.target), cfg0)
+    cfg0, target0 = run_target(cells[0])
+    ident = identifiability(target0, cfg0)
     btop = [t for m_, t in tops if m_ == "bfc"]
     if btop:
         parts.append(
