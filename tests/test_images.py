@@ -10,7 +10,8 @@ import torch
 
 from bfclab.config import ConfigError, set_key
 from bfclab.experiments import images as cmd
-from bfclab.images import augment, measure
+from bfclab.images import augment
+from bfclab.probe import Stack, measure
 from bfclab.images.config import ImageDataConfig, ResNetConfig, preset
 from bfclab.images.data import load, load_cifar
 from bfclab.images.resnet import ResNet
@@ -177,21 +178,21 @@ def test_crop_is_a_window_of_the_padded_image_and_flip_mirrors(shape):
 # ---- protocols ----------------------------------------------------------------------------------
 
 def _equal_state(a, b):
-    return all(torch.equal(u[k], v[k]) for u, v in zip(a, b) for k in u)
+    return all(torch.equal(a[k], b[k]) for k in a)
 
 
 def stage_snapshots(cfg):
     """States of every block at init and at the end of every stage (full state, BN buffers too)."""
     run = ImageRun(cfg, progress=False, log=lambda s: None)
-    B = cfg.model.blocks
-    snaps = {0: {c: measure.unit_state(run.model, c) for c in range(1, B + 1)}}
-    end = run._stage_end
+    B, stack = cfg.model.blocks, run.probe.model
+    snaps = {0: {c: measure.block_state(stack, c) for c in range(1, B + 1)}}
+    end = run.probe._stage_end
 
     def hook(b, depth):
-        snaps[b] = {c: measure.unit_state(run.model, c) for c in range(1, B + 1)}
+        snaps[b] = {c: measure.block_state(stack, c) for c in range(1, B + 1)}
         end(b, depth)
 
-    run._stage_end = hook
+    run.probe._stage_end = hook
     res = run.run()
     return snaps, res
 
@@ -220,14 +221,19 @@ def test_layerwise_probes_and_revert_are_consistent():
     assert B == TINY["model.blocks"]
     # frozen features through the same operations: the same probe result, bit for bit
     assert all(res["probe_own"][b] == res["probe_final"][b] for b in range(1, B + 1))
-    assert res["revert"] == {} and res["stem_filters"]["after_stage_1"] == res["stem_filters"]["final"]
+    # nothing moved: reverting (or the random change of the same, zero, norm) costs nothing, exactly
+    assert set(res["revert"]) == set(range(1, B))
+    assert all(r["cost"] == 0.0 and r["random_cost"] == 0.0 for r in res["revert"].values())
+    assert all(res["cka"][b] == pytest.approx(1.0, abs=1e-9) for b in range(1, B + 1))
+    assert res["stem_filters"]["after_stage_1"] == res["stem_filters"]["final"]
     changes = [v for c in res["direction_change"].values() for v in c.values()]
     assert len(changes) == B * (B - 1) // 2 and all(v == 0.0 for v in changes)  # block c at every stage b > c
 
 
 def test_direction_change_ignores_rescaling():
-    net = ResNet(1, 1, 3, ResNetConfig(width=4, blocks=2))
-    ref = measure.unit_state(net, 2)
+    res = ResNet(1, 1, 3, ResNetConfig(width=4, blocks=2))
+    net = Stack(res.as_blocks(), list(res.heads))
+    ref = measure.block_state(net, 2)
     with torch.no_grad():
         net.block(2).conv1.weight.mul_(0.3)
     assert measure.direction_change(net, 2, ref) < 1e-6
@@ -250,10 +256,10 @@ def test_tiny_experiment_writes_every_file(tmp_path, dataset, capsys):
         for name in ("config.json", "metrics.jsonl", "result.json", "filters.png"):
             assert (d / name).stat().st_size > 0, name
         res = json.loads((d / "result.json").read_text())
-        for key in ("method", "seed", "dataset", "test_acc", "stage_acc", "weight_change", "direction_change",
-                    "probe_own", "probe_final", "revert", "seconds", "config"):
+        for key in ("method", "seed", "dataset", "test_metric", "stage_metric", "weight_change", "direction_change",
+                    "probe_own", "probe_final", "cka", "revert", "seconds", "config"):
             assert key in res, key
-        assert res["method"] == method and res["dataset"] == dataset and set(res["stage_acc"]) == {"1", "2", "3"}
+        assert res["method"] == method and res["dataset"] == dataset and set(res["stage_metric"]) == {"1", "2", "3"}
         assert json.loads((d / "config.json").read_text()) == res["config"]
         events = [json.loads(line)["event"] for line in (d / "metrics.jsonl").read_text().splitlines()]
         assert events.count("stage_end") == 3 and events.count("epoch") == 3 and events[-1] == "final"

@@ -166,6 +166,9 @@ def make_parser() -> argparse.ArgumentParser:
     from .experiments import images
 
     images.add_subparser(sub)
+    from .experiments import probe
+
+    probe.add_subparser(sub)
     r = sub.add_parser("report", help="regenerate docs/RESULTS.md and figures from stored results")
     r.add_argument("--quick", action="store_true", help="the whole chain on tiny grids (CI)")
     r.add_argument("--results", default=None, help="results folder (default results/, or runs/quick)")

@@ -11,7 +11,7 @@ scikit-learn's digits split (``random_state=0``) and mnist1d's own generator.
 The values are the ones bfclab has always used, so stored results reproduce; they are not all
 distinct.  The run's main streams (train_data, learner_init, batches, image_batches) have distinct
 large multipliers, but several secondary streams give the same integer as another stream of the
-same seed (``target``, ``image_init``, ``image_revert``, ``ridge_split``, ``baseline_init`` and
+same seed (``target``, ``image_init``, ``probe_revert``, ``ridge_split``, ``baseline_init`` and
 ``seqkernel_split`` at index 0 are all ``seed``; ``entk_init``, ``krr_select`` and ``rf_split``
 are ``seed + 1``; ``seqkernel_split(s, l)`` equals ``seqkernel_split(s + 1, l - 1)``).  Two such
 streams draw the same numbers: e.g. the first random-feature weights of seed 0 equal the first
@@ -32,7 +32,9 @@ image_init          run seed      the ResNet's initial weights (images experimen
 image_batches       run seed      epoch permutations and augmentation (images experiment)
 image_subset        (fixed)       which examples of a data set are kept (``data.n_train``)
 image_probe         (fixed)       the training subset the linear probes are fitted on
-image_revert        run seed      the random perturbations of the "revert" measurement
+probe_revert        run seed      the random perturbations of the probe's "revert" measurement
+probe_heads         run seed      heads a probe spec gives as a factory (``bfclab.probe``)
+probe_batches       run seed      ``bfclab.probe.TensorBatches``' permutations and transforms
 entk_init           run seed      the learner at init whose empirical NTK is a baseline
 krr_select          run seed      the sub-sample on which KRR selects its ridge
 ridge_split         run seed      a ridge solver's fit/validation split
@@ -72,7 +74,9 @@ STREAMS: dict[str, Stream] = {
     "image_batches": Stream(1_000_003, 7, "epoch permutations and augmentation"),
     "image_subset": Stream(0, 0, "the kept examples of a data set"),
     "image_probe": Stream(0, 12345, "the linear probes' training subset"),
-    "image_revert": Stream(1, 0, "the revert measurement's random perturbations"),
+    "probe_revert": Stream(1, 0, "the revert measurement's random perturbations"),
+    "probe_heads": Stream(1_000_033, 29, "heads made by a probe spec's factory"),
+    "probe_batches": Stream(1_000_037, 31, "TensorBatches' permutations and transforms"),
     "entk_init": Stream(1, 1, "the learner whose empirical NTK is a baseline"),
     "krr_select": Stream(1, 1, "KRR's ridge-selection sub-sample"),
     "ridge_split": Stream(1, 0, "a ridge solver's fit/validation split"),

@@ -17,22 +17,19 @@ directory gets ``experiment.json`` (wall time and machine conditions of the last
 from __future__ import annotations
 
 import argparse
-import copy
-import json
-import os
 import sys
-import time
 from pathlib import Path
 
-from ..config import ConfigError, apply_mapping, load_file, parse_overrides, set_key, to_dict
-from ..results import atomic_write_bytes, dumps, read_json, read_json_mapping, write_json
-from ..methods import parse_method
+from ..config import ConfigError, apply_mapping, load_file, parse_overrides, set_key
+from ..results import atomic_write_bytes
 from ..images import summary as S
 from ..images.augment import canonical as canonical_augment
 from ..images.config import DATASETS, ImageRunConfig, preset, validate
 from ..images.data import ImageData, load
-from ..images.figures import plot_stem_filters, plot_summary
+from ..images.figures import plot_stem_filters
 from ..images.run import train_images
+from ..probe import experiment as PE
+from ..probe.report import block_table, plot
 
 DEFAULT_METHODS = "e2e,layerwise,window:1,window:2,bfc"
 
@@ -87,93 +84,33 @@ def build_config(args: argparse.Namespace, extra: list[str]) -> ImageRunConfig:
     return cfg
 
 
-def run_dir(out: Path, method: str, seed: int) -> Path:
-    return Path(out) / method.replace(":", "-") / f"seed{seed}"
-
-
-def _stored_config(path: Path) -> dict | None:
-    """The config in ``path/result.json`` (None when there is none; one-line error if damaged)."""
-    f = path / "result.json"
-    if not f.is_file():
-        return None
-    again = "use --overwrite to train it again"
-    res = read_json_mapping(f, "result file", again)
-    if not isinstance(res.get("config"), dict):
-        raise ConfigError(f"result file '{f}': field 'config' must be a mapping; {again}")
-    return res["config"]
-
-
-def _already_done(path: Path, cfg: ImageRunConfig) -> bool:
-    """True when ``path/result.json`` exists and was made with exactly this config."""
-    return _stored_config(path) == json.loads(dumps(to_dict(cfg)))
-
-
 def missing_runs(base: ImageRunConfig, methods: list[str], seeds: list[int], out: Path) -> list[tuple[str, int]]:
     """The (method, seed) runs of the experiment without a result of their config under ``out``."""
-    todo = []
-    for method in methods:
-        for seed in seeds:
-            cfg = copy.deepcopy(base)
-            cfg.method, cfg.seed = method, seed
-            if not _already_done(run_dir(out, method, seed), cfg):
-                todo.append((method, seed))
-    return todo
+    return PE.missing_runs(base, methods, seeds, out)
 
 
 def run_experiment(base: ImageRunConfig, methods: list[str], seeds: list[int], out: Path,
                    progress: bool | None = None, log=None, data: ImageData | None = None,
                    overwrite: bool = False) -> str:
-    """Train every (method, seed) into ``out``; write experiment.json; return the summary.
+    """Train every (method, seed) into ``out`` through the probe's runner
+    (:func:`bfclab.probe.experiment.run_all`: kept when done, experiment.json); return the summary.
 
     A run folder holding the result of a different config stops everything before any training
     (one-line error naming ``--overwrite``) unless ``overwrite``."""
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
-    for m in methods:
-        parse_method(m)
-    for method in methods:
-        for seed in seeds:
-            cfg = copy.deepcopy(base)
-            cfg.method, cfg.seed = method, seed
-            stored = _stored_config(run_dir(out, method, seed))
-            if stored is not None and not overwrite and stored != json.loads(dumps(to_dict(cfg))):
-                raise ConfigError(f"--out '{out}': {run_dir(out, method, seed)} holds a result of a different "
-                                  f"config; use --overwrite to replace it")
-    data = data if data is not None else load(base.data)  # errors stop here, before any file
-    t0, load0 = time.time(), os.getloadavg()
-    trained, kept = 0, 0
-    for method in methods:
-        for seed in seeds:
-            cfg = copy.deepcopy(base)
-            cfg.method, cfg.seed = method, seed
-            path = run_dir(out, method, seed)
-            if _already_done(path, cfg):
-                kept += 1
-                log(f"[images] {method} seed {seed}: kept {path / 'result.json'}")
-                continue
-            res = train_images(cfg, path, data=data, progress=progress, log=log)
-            plot_stem_filters(res, path / "filters.png")
-            trained += 1
-            log(f"[images] {method} seed {seed}: test_acc={res['test_acc']:.4f} ({res['seconds']:.1f}s) -> {path}")
-    if trained:  # the timing of the last invocation that trained something
-        write_json(Path(out) / "experiment.json", {
-            "dataset": base.data.name, "methods": methods, "seeds": seeds, "runs_trained": trained,
-            "runs_kept": kept, "wall_seconds": time.time() - t0, "loadavg_start": list(load0),
-            "loadavg_end": list(os.getloadavg()), "cpu_count": os.cpu_count(),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "argv": sys.argv,
-        })
+    loaded: dict[str, ImageData] = {}
+
+    def prepare() -> None:  # data errors stop here, before any file
+        loaded["data"] = data if data is not None else load(base.data)
+
+    def train_one(cfg: ImageRunConfig, path: Path) -> dict:
+        res = train_images(cfg, path, data=loaded["data"], progress=progress, log=log)
+        plot_stem_filters(res, path / "filters.png")
+        return res
+
+    PE.run_all(base, methods, seeds, Path(out), train_one, lambda s: log(f"[images] {s}"), overwrite=overwrite,
+               prepare=prepare)
     return summarize(out)
-
-
-def _conditions(out: Path) -> str:
-    f = Path(out) / "experiment.json"
-    if not f.is_file():
-        return ""
-    e = read_json(f)
-    return (f"Last invocation that trained: {e['runs_trained']} runs trained, {e['runs_kept']} kept, wall time "
-            f"{e['wall_seconds']:.0f} s ({e['wall_seconds'] / 60:.1f} min); {e['cpu_count']} CPUs, "
-            f"OMP_NUM_THREADS={e['omp_num_threads']}, load average (1/5/15 min) "
-            f"{'/'.join(f'{v:.2f}' for v in e['loadavg_start'])} at the start, "
-            f"{'/'.join(f'{v:.2f}' for v in e['loadavg_end'])} at the end.")
 
 
 def _setup(runs: dict[str, list[dict]]) -> str:
@@ -195,12 +132,12 @@ def _figures(dataset: str, runs: dict[str, list[dict]], out: Path, figdir: Path 
     names in ``figdir`` (the ``bfclab report`` convention)."""
     if figdir is None:
         fig = out / f"summary-{dataset}.png"
-        plot_summary(runs, fig, title=f"{dataset}: mean ± std over seeds")
+        plot(runs, fig, title=f"{dataset}: mean ± std over seeds")
         filters = {m: Path(rs[0]["_dir"]) / "filters.png" for m, rs in runs.items()}
         return f"![summary]({fig})", " · ".join(f"[{m}]({p})" for m, p in filters.items())
     figdir.mkdir(parents=True, exist_ok=True)
     name = f"images-{dataset}-summary.png"
-    plot_summary(runs, figdir / name, title=f"{dataset}: mean ± std over seeds")
+    plot(runs, figdir / name, title=f"{dataset}: mean ± std over seeds")
     links = []
     for m, rs in runs.items():
         fname = f"images-{dataset}-filters-{m.replace(':', '-')}.png"
@@ -232,15 +169,16 @@ def markdown(out_dir: str | Path, figdir: str | Path | None = None) -> str:
             S.weight_change_table(runs, "direction_change"),
             "**Stem filters alone**, ‖W − W_ref‖/‖W_ref‖ (the first layer, shown in the filter figures)",
             S.stem_table(runs),
-            "**Linear probe** (test accuracy of a linear classifier on the block's pooled features) at the end "
-            "of the block's own stage → at the end of training (change ± std)", S.probe_table(runs),
-            "**Does the small change matter?** Final test accuracy with one lower block put back to its "
-            "end-of-own-stage state, and with a random perturbation of the same norm instead",
-            S.revert_table(runs),
+            "**Per block** (bfclab.probe): linear probe (a linear classifier on the block's pooled features) at "
+            "the end of the block's own stage → at the end (gain ± std, pp); relative weight change by the end; "
+            "linear CKA of the block's features between the end of its own stage and the end; **does the "
+            "change matter?** the final network's loss of test accuracy (pp) when the block is put back to its "
+            "end-of-own-stage state (revert cost), and when it gets a random change of the same norm instead",
+            block_table(runs),
             "**Time**", S.time_table(runs),
             f"Figures: {fig} — stem filters after stage 1 vs at the end (first seed): {filters}",
         ]))
-    cond = _conditions(out)
+    cond = PE.conditions(out)
     return "\n\n".join(parts) + (f"\n\n{cond}" if cond else "") + "\n"
 
 

@@ -7,10 +7,7 @@ Modules, each with one job:
 * :mod:`.data`       mnist1d, scikit-learn digits and local CIFAR-10/100 pickles;
 * :mod:`.augment`    random crop with padding and horizontal flip, in torch;
 * :mod:`.resnet`     the 1-D/2-D ResNet whose residual blocks are the growth stages;
-* :mod:`.protocols`  which blocks train in which stage, and how they are frozen;
-* :mod:`.probe`      linear probes on pooled block features;
-* :mod:`.measure`    accuracy, relative weight change, reverting the backward correction;
-* :mod:`.run`        one training run and its run directory;
+* :mod:`.run`        one training run through :mod:`bfclab.probe` (protocols, probes, revert test);
 * :mod:`.summary`    Markdown tables from stored result files;
 * :mod:`.figures`    figures drawn from stored result files.
 """

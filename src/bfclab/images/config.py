@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import ConfigError, MethodAndSeed, apply_mapping, check_finite, check_limits, opt
-from ..device import resolve_device
-from ..methods import Method, parse_method
+from ..config import ConfigError, MethodAndSeed, apply_mapping, check_limits, opt
+from ..methods import Method
+from ..probe.config import MeasureConfig, TrainConfig
+from ..probe.config import validate as validate_run
 
 DATASETS = ("mnist1d", "digits", "cifar10", "cifar100")
 AUGMENTS = ("auto", "none", "crop", "flip", "crop+flip")
@@ -57,37 +58,12 @@ class ResNetConfig:
 
 
 @dataclass
-class ImageTrainConfig:
+class ImageTrainConfig(TrainConfig):
     """Optimisation (PAPER_NOTES §7.3 B "Optional GPU path": SGD, lr 0.1, momentum 0.9, weight
-    decay 5e-4; standard values, not the paper's).  SGD uses Nesterov momentum, ``adam`` means
-    AdamW.  Each stage gets a fresh optimiser and learning-rate schedule.  ``amp``: mixed
-    precision (bfloat16 where supported, else float16 with loss scaling), used on CUDA only."""
+    decay 5e-4; standard values, not the paper's): the probe's :class:`bfclab.probe.TrainConfig`
+    plus the batch size of the shuffled, augmented training batches."""
 
-    epochs_per_stage: int = opt(5, gt=0)
     batch_size: int = opt(128, gt=0)
-    optimizer: str = opt("sgd", choices=("sgd", "adam"))
-    lr: float = opt(0.1, gt=0)
-    momentum: float = opt(0.9, ge=0)
-    weight_decay: float = opt(5e-4, ge=0)
-    schedule: str = opt("cosine", choices=("cosine", "linear", "constant"))
-    min_lr_frac: float = opt(0.0, ge=0)
-    device: str = "auto"
-    amp: bool = True
-
-
-@dataclass
-class ProbeConfig:
-    """Linear probes on pooled block features (PAPER_NOTES §7.3 B "Metrics").
-
-    Features are average-pooled to ``pool`` positions per spatial axis and standardised; a
-    ``logistic`` regression (inverse regularisation ``C``) or a ``ridge`` classifier
-    (``alpha = 1/C``) is fitted on at most ``max_train`` training images and scored on the test
-    set."""
-
-    kind: str = opt("logistic", choices=("logistic", "ridge"))
-    pool: int = opt(2, gt=0)
-    C: float = opt(1.0, gt=0)
-    max_train: int = opt(4000, gt=0)
 
 
 @dataclass
@@ -97,7 +73,7 @@ class ImageRunConfig(MethodAndSeed):
     data: ImageDataConfig = field(default_factory=ImageDataConfig)
     model: ResNetConfig = field(default_factory=ResNetConfig)
     train: ImageTrainConfig = field(default_factory=ImageTrainConfig)
-    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    probe: MeasureConfig = field(default_factory=MeasureConfig)
 
 
 # Per-dataset defaults.  mnist1d and digits are sized so that 5 methods x 3 seeds finish in
@@ -127,12 +103,9 @@ def preset(dataset: str) -> ImageRunConfig:
 
 def validate(cfg: ImageRunConfig) -> Method:
     """Check the whole config before anything is written; return the parsed method.  Every
-    field's limits and choices are in its metadata (``check_limits``); the rules that tie fields
-    together are below."""
-    method = parse_method(cfg.method)
-    check_finite(cfg)
-    check_limits(cfg)
-    resolve_device(cfg.train.device)
+    field's limits and choices are in its metadata (checked by :func:`bfclab.probe.config.validate`);
+    the rules that tie fields together are below."""
+    method = validate_run(cfg)
     d, m = cfg.data, cfg.model
     if m.kernel % 2 == 0 or m.stem_kernel % 2 == 0:
         raise ConfigError("config keys 'model.kernel', 'model.stem_kernel': must be odd (same padding)")

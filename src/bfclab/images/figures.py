@@ -3,9 +3,8 @@
 
 * :func:`plot_stem_filters`: the first-layer (stem) filters at the end of stage 1 (before the
   later stages) and at the end of training, plus their difference.
-* :func:`plot_summary`: per method, mean test accuracy at every stage end, the relative weight
-  change of each lower block by the end, and the linear-probe accuracy of each block at the
-  end of its own stage vs at the end.
+
+The summary figure is the probe's diagnostic figure (:func:`bfclab.probe.report.plot`).
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..plots import plt, save
-from .summary import mean_std, stem_change
+from .summary import stem_change
 
 
 def _tile(filters: np.ndarray, cols: int, scale: np.ndarray) -> np.ndarray:
@@ -60,36 +59,4 @@ def plot_stem_filters(result: dict, path: Path) -> None:
             ax.imshow(_tile(f, cols, s), interpolation="nearest")
             ax.set_title(name), ax.axis("off")
     fig.suptitle(title, fontsize=10)
-    save(fig, path)
-
-
-def plot_summary(groups: dict[str, list[dict]], path: Path, title: str) -> None:
-    """Three panels over the methods in ``groups`` (method -> results of its seeds)."""
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.3))
-    for i, (method, runs) in enumerate(groups.items()):
-        color = f"C{i}"
-        B = runs[0]["blocks"]
-        stages = list(range(1, B + 1))
-        acc = [mean_std([r["stage_acc"][b] for r in runs]) for b in stages]
-        axes[0].errorbar(stages, [100 * m for m, _ in acc], [100 * s for _, s in acc], marker="o", capsize=3,
-                         color=color, label=method)
-        lower = list(range(1, B))
-        wc = [mean_std([r["weight_change"][c][B] for r in runs]) for c in lower]
-        width = 0.8 / len(groups)
-        axes[1].bar(np.array(lower) + (i - (len(groups) - 1) / 2) * width, [m for m, _ in wc], width,
-                    yerr=[s for _, s in wc], color=color, label=method, capsize=2)
-        own = [mean_std([r["probe_own"][b] for r in runs])[0] for b in stages]
-        fin = [mean_std([r["probe_final"][b] for r in runs])[0] for b in stages]
-        axes[2].plot(stages, [100 * v for v in own], ls="--", marker="x", color=color)
-        axes[2].plot(stages, [100 * v for v in fin], ls="-", marker="o", color=color, label=method)
-    axes[0].set(xlabel="stage (end of)", ylabel="test accuracy (%)", title="accuracy at each stage end")
-    axes[1].set(xlabel="lower block", ylabel="||W - W_ref|| / ||W_ref||",
-                title="weight change after its own stage, by the end")
-    axes[2].set(xlabel="block", ylabel="linear-probe test accuracy (%)",
-                title="probe: end of own stage (dashed) vs end (solid)")
-    for ax in axes:
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
     save(fig, path)

@@ -97,6 +97,11 @@ class ResNet(nn.Module):
     def unit_params(self, b: int) -> list[nn.Parameter]:
         return [p for m in self.unit(b) for p in m.parameters()]
 
+    def as_blocks(self) -> list[nn.Module]:
+        """The growth units as modules for :class:`bfclab.probe.Stack`: stem + block 1, then
+        blocks 2..B (the same modules, shared)."""
+        return [nn.Sequential(self.stem, self.block(1))] + [self.block(b) for b in range(2, self.num_blocks + 1)]
+
     def stem_filters(self) -> torch.Tensor:
         """The first-layer filters, (width, in_channels, *kernel)."""
         return self.stem[0].weight

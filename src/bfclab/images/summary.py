@@ -7,10 +7,11 @@ Tables, one row per method, mean ± sample standard deviation over seeds:
   (acc(e2e) - acc(layerwise)) that the method recovers;
 * weight change: ||W - W_ref|| / ||W_ref|| of each lower block from the end of its own stage to
   the end of training;
-* linear probe: each block's probe accuracy at the end of its own stage -> at the end;
-* revert: final accuracy with one lower block put back to its end-of-own-stage state, and with
-  a random perturbation of the same norm instead (PAPER_NOTES §5.5: does the small change matter);
+* the stem filters' own change;
 * wall time per run.
+
+The per-block probe / CKA / revert table and the figure are the probe's
+(:func:`bfclab.probe.report.block_table`, :func:`bfclab.probe.report.plot`).
 """
 
 from __future__ import annotations
@@ -20,25 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..results import int_levels, read_json
+from ..probe.report import block_keys, mean_std, method_order, pm
+from ..results import read_json
 from ..tables import markdown_table as table
-
-
-#: the per-block fields of an image result: block -> value, or (two levels) block c -> stage b -> value
-BLOCK_KEYS = ("stage_acc", "probe_own", "probe_final", "revert")
-BLOCK_BY_STAGE_KEYS = ("weight_change", "direction_change")
-
-
-def block_keys(res: dict) -> dict:
-    """An image result read from JSON with int block (and stage) keys, as the run made it."""
-    out = dict(res)
-    for k in BLOCK_KEYS:
-        if isinstance(out.get(k), dict):
-            out[k] = int_levels(out[k])
-    for k in BLOCK_BY_STAGE_KEYS:
-        if isinstance(out.get(k), dict):
-            out[k] = {c: int_levels(v) for c, v in int_levels(out[k]).items()}
-    return out
 
 
 def collect(out_dir: Path) -> dict[str, dict[str, list[dict]]]:
@@ -50,27 +35,8 @@ def collect(out_dir: Path) -> dict[str, dict[str, list[dict]]]:
             continue
         res["_dir"] = str(path.parent)
         found[res["dataset"]][res["method"]].append(res)
-    return {ds: {m: sorted(runs, key=lambda r: r["seed"]) for m, runs in sorted(by.items(), key=_method_key)}
+    return {ds: {m: sorted(runs, key=lambda r: r["seed"]) for m, runs in sorted(by.items(), key=lambda kv: method_order(kv[0]))}
             for ds, by in sorted(found.items())}
-
-
-def _method_key(item) -> tuple:
-    """e2e, layerwise, window:1, window:2, ..., bfc."""
-    m = item[0]
-    if m.startswith("window:"):
-        return (1, int(m.split(":")[1]))
-    return ({"e2e": -1, "layerwise": 0, "bfc": 2}.get(m, 3), 0)
-
-
-def mean_std(values) -> tuple[float, float]:
-    a = np.asarray(list(values), dtype=float)
-    return float(a.mean()), (float(a.std(ddof=1)) if a.size > 1 else 0.0)
-
-
-def pm(values, scale: float = 1.0, digits: int = 3) -> str:
-    """'mean ± std' of ``values`` times ``scale``."""
-    m, s = mean_std(values)
-    return f"{scale * m:.{digits}f} ± {scale * s:.{digits}f}"
 
 
 def pct(values) -> str:
@@ -82,11 +48,11 @@ def gap_recovery(by_method: dict[str, list[dict]]) -> dict[str, float] | None:
     (acc(m) - acc(layerwise)) / (acc(e2e) - acc(layerwise)); None without both references."""
     if "e2e" not in by_method or "layerwise" not in by_method:
         return None
-    e2e = mean_std(r["test_acc"] for r in by_method["e2e"])[0]
-    lw = mean_std(r["test_acc"] for r in by_method["layerwise"])[0]
+    e2e = mean_std(r["test_metric"] for r in by_method["e2e"])[0]
+    lw = mean_std(r["test_metric"] for r in by_method["layerwise"])[0]
     if e2e == lw:
         return None
-    return {m: (mean_std(r["test_acc"] for r in runs)[0] - lw) / (e2e - lw) for m, runs in by_method.items()}
+    return {m: (mean_std(r["test_metric"] for r in runs)[0] - lw) / (e2e - lw) for m, runs in by_method.items()}
 
 
 def accuracy_table(by_method: dict[str, list[dict]]) -> str:
@@ -96,8 +62,8 @@ def accuracy_table(by_method: dict[str, list[dict]]) -> str:
     head += ["e2e − method, paired by seed (pp)", "layerwise gap recovered"]
     rows = []
     for m, runs in by_method.items():
-        row = [m, str(len(runs)), pct(r["test_acc"] for r in runs)]
-        row += [pct(r["stage_acc"][b] for r in runs) for b in range(1, B + 1)]
+        row = [m, str(len(runs)), pct(r["test_metric"] for r in runs)]
+        row += [pct(r["stage_metric"][b] for r in runs) for b in range(1, B + 1)]
         gap = paired_gap(by_method, m)
         row.append(f"{100 * gap[0]:+.1f} ± {100 * gap[1]:.1f}" if gap is not None else "–")
         row.append(f"{100 * rec[m]:.0f}%" if rec is not None else "–")
@@ -109,8 +75,8 @@ def paired_gap(by_method: dict[str, list[dict]], method: str) -> tuple[float, fl
     """acc(e2e) - acc(method) per shared seed, mean ± std (seeds share init and batch order)."""
     if "e2e" not in by_method or method not in by_method:
         return None
-    e2e = {r["seed"]: r["test_acc"] for r in by_method["e2e"]}
-    diffs = [e2e[r["seed"]] - r["test_acc"] for r in by_method[method] if r["seed"] in e2e]
+    e2e = {r["seed"]: r["test_metric"] for r in by_method["e2e"]}
+    diffs = [e2e[r["seed"]] - r["test_metric"] for r in by_method[method] if r["seed"] in e2e]
     return mean_std(diffs) if diffs else None
 
 
@@ -143,35 +109,6 @@ def stem_change(result: dict) -> float:
 def stem_table(by_method: dict[str, list[dict]]) -> str:
     rows = [[m, pm(stem_change(r) for r in runs)] for m, runs in by_method.items()]
     return table(["method", "stem filters: end of stage 1 → end"], rows)
-
-
-def probe_table(by_method: dict[str, list[dict]]) -> str:
-    B = next(iter(by_method.values()))[0]["blocks"]
-    head = ["method"] + [f"block {b}: own stage → end (%)" for b in range(1, B + 1)]
-    rows = []
-    for m, runs in by_method.items():
-        cells = []
-        for b in range(1, B + 1):
-            own = mean_std(r["probe_own"][b] for r in runs)
-            fin = mean_std(r["probe_final"][b] for r in runs)
-            delta = mean_std(r["probe_final"][b] - r["probe_own"][b] for r in runs)
-            cells.append(f"{100 * own[0]:.1f} → {100 * fin[0]:.1f} ({100 * delta[0]:+.1f} ± {100 * delta[1]:.1f})")
-        rows.append([m] + cells)
-    return table(head, rows)
-
-
-def revert_table(by_method: dict[str, list[dict]]) -> str:
-    B = next(iter(by_method.values()))[0]["blocks"]
-    head = ["method", "final acc (%)"] + [f"block {c} reverted / random (%)" for c in range(1, B)]
-    rows = []
-    for m, runs in by_method.items():
-        row = [m, pct(r["test_acc"] for r in runs)]
-        for c in range(1, B):
-            have = [r["revert"][c] for r in runs if c in r["revert"]]
-            row.append(f"{pct(h['reverted_acc'] for h in have)} / {pct(h['random_acc'] for h in have)}"
-                       if have else "frozen")
-        rows.append(row)
-    return table(head, rows)
 
 
 def time_table(by_method: dict[str, list[dict]]) -> str:

@@ -1,0 +1,175 @@
+"""The probe's tidy table, Markdown tables and its one diagnostic figure, from stored result
+files only (PAPER_NOTES §5.4 "how deep", §5.5 "how much", §7.3 B "Metrics").
+
+* :func:`tidy`: one row per (protocol, block), every measurement as its mean and sample
+  standard deviation over seeds (for CSV or a data frame);
+* :func:`metric_table`: the final test metric and the metric at each stage end per protocol;
+* :func:`block_table`: per protocol and block, probe quality at the end of the block's own stage
+  -> at the end, weight change by the end, CKA own stage vs end, revert cost and its
+  random-direction control;
+* :func:`plot`: the figure, six panels over blocks, one line (or bar) per protocol.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from ..results import int_levels, read_json
+from ..tables import markdown_table as table
+
+BLOCK_KEYS = ("stage_metric", "probe_own", "probe_final", "cka", "revert")
+BLOCK_BY_STAGE_KEYS = ("weight_change", "direction_change")
+
+
+def block_keys(res: dict) -> dict:
+    """A result read from JSON with int block (and stage) keys, as the run made it."""
+    out = dict(res)
+    for k in BLOCK_KEYS:
+        if isinstance(out.get(k), dict):
+            out[k] = int_levels(out[k])
+    for k in BLOCK_BY_STAGE_KEYS:
+        if isinstance(out.get(k), dict):
+            out[k] = {c: int_levels(v) for c, v in int_levels(out[k]).items()}
+    return out
+
+
+def method_order(method: str) -> tuple:
+    """e2e, layerwise, window:1, window:2, ..., bfc."""
+    if method.startswith("window:"):
+        return (1, int(method.split(":")[1]))
+    return ({"e2e": -1, "layerwise": 0, "bfc": 2}.get(method, 3), 0)
+
+
+def collect(out_dir: Path, experiment: str = "probe") -> dict[str, list[dict]]:
+    """method -> results (sorted by seed) of every ``result.json`` of ``experiment`` under ``out_dir``."""
+    found: dict[str, list[dict]] = defaultdict(list)
+    for path in sorted(Path(out_dir).rglob("result.json")):
+        res = block_keys(read_json(path))
+        if res.get("experiment") != experiment:
+            continue
+        res["_dir"] = str(path.parent)
+        found[res["method"]].append(res)
+    return {m: sorted(rs, key=lambda r: r["seed"]) for m, rs in sorted(found.items(), key=lambda kv: method_order(kv[0]))}
+
+
+def mean_std(values) -> tuple[float, float]:
+    a = np.asarray(list(values), dtype=float)
+    return float(a.mean()), (float(a.std(ddof=1)) if a.size > 1 else 0.0)
+
+
+def pm(values, scale: float = 1.0, digits: int = 3) -> str:
+    """'mean ± std' of ``values`` times ``scale``."""
+    m, s = mean_std(values)
+    return f"{scale * m:.{digits}f} ± {scale * s:.{digits}f}"
+
+
+def metric_name(by_method: dict[str, list[dict]]) -> tuple[str, float, int]:
+    """(name, scale, digits) of the test metric: accuracy in %, or R^2."""
+    task = next(iter(by_method.values()))[0].get("task", "classification")
+    return ("accuracy (%)", 100.0, 1) if task == "classification" else ("R²", 1.0, 4)
+
+
+def _block_values(res: dict, b: int) -> dict[str, float | None]:
+    """Every per-block measurement of block ``b`` in one result (None where it does not apply)."""
+    B = res["blocks"]
+    rev = res["revert"].get(b)
+    return {
+        "probe_own": res["probe_own"][b], "probe_final": res["probe_final"][b],
+        "probe_gain": res["probe_final"][b] - res["probe_own"][b],
+        "weight_change": res["weight_change"][b][B] if b < B else None,
+        "direction_change": res["direction_change"][b][B] if b < B else None,
+        "cka": res["cka"][b],
+        "revert_cost": rev["cost"] if rev else None, "random_cost": rev["random_cost"] if rev else None,
+    }
+
+
+def tidy(by_method: dict[str, list[dict]]) -> list[dict]:
+    """One row per (protocol, block): ``<measure>_mean`` and ``<measure>_std`` over seeds."""
+    rows = []
+    for m, runs in by_method.items():
+        for b in range(1, runs[0]["blocks"] + 1):
+            vals = [_block_values(r, b) for r in runs]
+            row = {"protocol": m, "block": b, "seeds": len(runs)}
+            for k in vals[0]:
+                have = [v[k] for v in vals if v[k] is not None]
+                row[f"{k}_mean"], row[f"{k}_std"] = mean_std(have) if have else (None, None)
+            rows.append(row)
+    return rows
+
+
+def metric_table(by_method: dict[str, list[dict]]) -> str:
+    name, scale, digits = metric_name(by_method)
+    B = next(iter(by_method.values()))[0]["blocks"]
+    head = ["protocol", "seeds", f"final test {name}"] + [f"stage {b}" for b in range(1, B + 1)]
+    rows = [[m, str(len(rs)), pm((r["test_metric"] for r in rs), scale, digits)]
+            + [pm((r["stage_metric"][b] for r in rs), scale, digits) for b in range(1, B + 1)]
+            for m, rs in by_method.items()]
+    return table(head, rows)
+
+
+def block_table(by_method: dict[str, list[dict]]) -> str:
+    """The tidy rows as Markdown (mean ± std over seeds)."""
+    name, scale, digits = metric_name(by_method)
+    unit = " (pp)" if scale == 100 else ""
+    head = ["protocol", "block", f"probe own stage → end{unit}", "weight change by the end", "CKA own stage vs end",
+            f"revert cost{unit}", f"random-change cost{unit}"]
+
+    def cell(row, key, s=1.0, d=3, sign=""):
+        if row[f"{key}_mean"] is None:
+            return "–"
+        return f"{s * row[key + '_mean']:{sign}.{d}f} ± {s * row[key + '_std']:.{d}f}"
+
+    rows = []
+    for row in tidy(by_method):
+        probe = (f"{scale * row['probe_own_mean']:.{digits}f} → {scale * row['probe_final_mean']:.{digits}f} "
+                 f"({cell(row, 'probe_gain', scale, digits, '+')})")
+        rows.append([row["protocol"], str(row["block"]), probe, cell(row, "weight_change"), cell(row, "cka"),
+                     cell(row, "revert_cost", scale, digits, "+"), cell(row, "random_cost", scale, digits, "+")])
+    return table(head, rows)
+
+
+def plot(by_method: dict[str, list[dict]], path: Path, title: str = "") -> None:
+    """Six panels: test metric at each stage end; probe quality at the end of the block's own
+    stage (dashed) and at the end (solid); weight change by the end; direction change; CKA own
+    stage vs end; revert cost (solid) and the random-change control (hatched)."""
+    from ..plots import plt, save
+
+    name, scale, _ = metric_name(by_method)
+    fig, ax = plt.subplots(2, 3, figsize=(16, 8.2))
+    ax = ax.ravel()
+    width = 0.8 / max(1, len(by_method))
+    for i, (m, runs) in enumerate(by_method.items()):
+        c, B = f"C{i}", runs[0]["blocks"]
+        blocks, lower = np.arange(1, B + 1), np.arange(1, B)
+        off = (i - (len(by_method) - 1) / 2) * width
+        ms = [mean_std(r["stage_metric"][b] for r in runs) for b in blocks]
+        ax[0].errorbar(blocks, [scale * a for a, _ in ms], [scale * s for _, s in ms], marker="o", capsize=3,
+                       color=c, label=m)
+        for key, ls, mk in (("probe_own", "--", "x"), ("probe_final", "-", "o")):
+            ax[1].plot(blocks, [scale * mean_std(r[key][b] for r in runs)[0] for b in blocks], ls=ls, marker=mk,
+                       color=c, label=m if key == "probe_final" else None)
+        for k, key in ((2, "weight_change"), (3, "direction_change")):
+            v = [mean_std(r[key][b][B] for r in runs) for b in lower]
+            ax[k].bar(lower + off, [a for a, _ in v], width, yerr=[s for _, s in v], color=c, capsize=2, label=m)
+        ck = [mean_std(r["cka"][b] for r in runs) for b in blocks]
+        ax[4].errorbar(blocks, [a for a, _ in ck], [s for _, s in ck], marker="o", capsize=3, color=c, label=m)
+        for key, hatch, alpha in (("cost", None, 1.0), ("random_cost", "//", 0.35)):
+            v = [mean_std(r["revert"][b][key] for r in runs) for b in lower]
+            ax[5].bar(lower + off, [scale * a for a, _ in v], width / 2, yerr=[scale * s for _, s in v], color=c,
+                      alpha=alpha, hatch=hatch, capsize=2, label=m if key == "cost" else None,
+                      align="edge" if key == "cost" else "center")
+    ax[0].set(xlabel="stage (end of)", ylabel=f"test {name}", title="test metric at each stage end")
+    ax[1].set(xlabel="block", ylabel=f"linear probe {name}", title="probe: end of own stage (dashed) vs end (solid)")
+    ax[2].set(xlabel="lower block", ylabel="||W - W_ref|| / ||W_ref||", title="weight change after its own stage")
+    ax[3].set(xlabel="lower block", ylabel="RMS row direction change", title="direction change (scale-free)")
+    ax[4].set(xlabel="block", ylabel="linear CKA", title="features: end of own stage vs end")
+    ax[5].set(xlabel="lower block", ylabel=f"{name} lost", title="revert cost (solid) vs random change (hatched)")
+    for a in ax:
+        a.xaxis.get_major_locator().set_params(integer=True)
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7)
+    fig.suptitle(title)
+    save(fig, path)
