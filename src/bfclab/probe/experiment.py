@@ -164,7 +164,11 @@ def make_spec(factory: Callable[..., Spec], seed: int, tiny: bool) -> Spec:
     takes_tiny = "tiny" in inspect.signature(factory).parameters
     if tiny and not takes_tiny:
         raise ConfigError("--tiny: the spec's factory takes no 'tiny' argument")
-    spec = factory(seed, tiny=tiny) if takes_tiny else factory(seed)
+    try:
+        spec = factory(seed, tiny=tiny) if takes_tiny else factory(seed)
+    except Exception as e:  # the user's code: which call and why, in one line
+        name = getattr(factory, "__name__", "factory")
+        raise ConfigError(f"SPEC: {name}(seed={seed}) failed: {type(e).__name__}: {e}") from None
     if not isinstance(spec, Spec):
         raise ConfigError(f"SPEC: the factory returned a {type(spec).__name__}, expected bfclab.probe.Spec")
     spec.check()
@@ -182,7 +186,8 @@ def run_spec(factory: Callable[..., Spec], base: SpecRunConfig, methods: list[st
         spec = make_spec(factory, cfg.seed, cfg.tiny)
         return write_run(path, cfg, ProbeRun(spec, cfg, path, progress=progress, log=log))
 
-    run_all(base, methods, seeds, out, train_one, log, overwrite=overwrite)
+    run_all(base, methods, seeds, out, train_one, log, overwrite=overwrite,
+            prepare=lambda: make_spec(factory, seeds[0], base.tiny))  # a broken spec stops before any file
     return summarize(out)
 
 
