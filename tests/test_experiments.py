@@ -29,11 +29,12 @@ def test_share():
 
 
 def test_report_names_missing_results(tmp_path):
-    out = build(tmp_path / "results", tmp_path / "docs", quick=True, compute=False)
-    text = out.read_text()
+    build(tmp_path / "results", tmp_path / "docs", quick=True, compute=False)
     quick = [e for e in registry().values() if e.in_quick]
-    assert {e.name for e in quick} >= {"correction", "window", "gap", "classification", "images-digits"}
+    assert {e.name for e in quick} >= {"correction", "window", "gap", "classification", "images-digits",
+                                       "mlp-mnist1d", "transformer-rules"}
     for exp in quick:
+        text = (tmp_path / "docs" / getattr(exp, "doc", "RESULTS.md")).read_text()
         assert f"run `{exp.command(True, tmp_path / 'results')}`" in text, exp.name
 
 
@@ -48,15 +49,18 @@ def test_report_quick_runs_the_whole_chain(tmp_path):
     results, docs = tmp_path / "results", tmp_path / "docs"
     assert main(["report", "--quick", "--results", str(results), "--docs", str(docs), "--workers", "2"]) == 0
     text = (docs / "RESULTS.md").read_text()
+    probe_text = (docs / "PROBE.md").read_text()
     for exp in (e for e in registry().values() if e.in_quick):
-        title = f"images: {exp.dataset}" if hasattr(exp, "dataset") else exp.name
-        assert f"## {title}" in text
-        assert "No results" not in text and "have no results" not in text
-    assert "## mechanism" in text and "## images: digits" in text
+        title = {"ImageExperiment": lambda e: f"images: {e.tag}", "ProbeExperiment": lambda e: f"probe: {e.title}"}.get(
+            type(exp).__name__, lambda e: e.name)(exp)
+        doc = probe_text if getattr(exp, "doc", "RESULTS.md") == "PROBE.md" else text
+        assert f"## {title}" in doc, title
+        assert "No results" not in doc and "have no results" not in doc and "No probe results" not in doc
+    assert "## mechanism" in text and "## images: digits" in text and "## probe: an MLP on mnist1d" in probe_text
     import re
 
-    figures = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text)
-    assert len(figures) >= 6
+    figures = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text + probe_text)
+    assert len(figures) >= 8
     for f in figures:
         assert (docs / f).is_file(), f
     # a second report computes nothing new and gives the same tables
@@ -64,7 +68,7 @@ def test_report_quick_runs_the_whole_chain(tmp_path):
     assert len(before) >= len(registry())  # every experiment stored at least one result
     assert main(["report", "--quick", "--results", str(results), "--docs", str(docs), "--no-compute"]) == 0
     assert {p: p.stat().st_mtime_ns for p in results.rglob("result.json")} == before
-    assert (docs / "RESULTS.md").read_text() == text
+    assert (docs / "RESULTS.md").read_text() == text and (docs / "PROBE.md").read_text() == probe_text
 
 
 def test_how_much_against_hand_computed_changes(tmp_path):

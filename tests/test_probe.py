@@ -356,3 +356,30 @@ def test_example_runs_on_tiny_data_through_the_cli(tmp_path, capsys, example):
 
 def test_three_example_models():
     assert {e.stem for e in EXAMPLES} >= {"probe_mlp", "probe_resnet", "probe_transformer"}
+
+
+# ---- the "how much" comparison ------------------------------------------------------------------
+
+def fake(method: str, seed: int, wc: float, cost: float, random: float, acc: float = 0.9) -> dict:
+    """A two-block result with block 1's weight change and revert costs given."""
+    return {"method": method, "seed": seed, "blocks": 2, "task": "classification", "test_metric": acc,
+            "weight_change": {1: {2: wc}}, "revert": {1: {"cost": cost, "random_cost": random}}}
+
+
+@pytest.mark.parametrize("low, verdict", [
+    ((0.1, 0.10, 0.00), "yes"),   # a tenth of the move keeps all of the revert cost, control zero
+    ((0.1, 0.02, 0.00), "no"),    # the cost shrank below half
+    ((0.8, 0.10, 0.00), "no"),    # it moved almost as far
+    ((0.1, 0.10, 0.10), "no"),    # the random control costs as much
+])
+def test_small_move_large_effect_rule(low, verdict):
+    from bfclab.probe.report import compare_table, compare_text
+
+    jitter = (-0.001, 0.0, 0.001)
+    base = {"bfc": [fake("bfc", s, 1.0 + j, 0.10 + j, 0.0) for s, j in enumerate(jitter)]}
+    small = {"bfc": [fake("bfc", s, low[0] + j, low[1] + j, low[2]) for s, j in enumerate(jitter)]}
+    row = [r for r in compare_table(base, small, ("1×", "0.1×")).splitlines() if r.startswith("| bfc")][0]
+    assert row.rstrip(" |").endswith(verdict)
+    text = compare_text(base, small, ("1×", "0.1×"))
+    assert ("1 of 1 lower blocks" if verdict == "yes" else "0 of 1 lower blocks") in text
+    assert f"{low[0]:.3f} ± 0.001 at 0.1× against 1.000 ± 0.001 at 1×" in text

@@ -5,7 +5,9 @@ this order) and the image experiments all come from it.  A synthetic experiment 
 through the resumable sweep runner (:mod:`bfclab.sweep`) plus summaries that turn the stored run
 directories into Markdown and figures (``correction`` also has the mechanism analysis of its
 checkpoints); an image experiment trains its (method, seed) runs with :mod:`bfclab.images` and
-is summarised from their result files.
+is summarised from their result files; a probe experiment runs one of the example models of
+``examples/probe_*.py`` through :mod:`bfclab.probe`.  Each section names the document it goes
+to (``RESULTS.md``, or ``PROBE.md`` for the probe's examples and the "how much" study).
 """
 
 from __future__ import annotations
@@ -15,12 +17,22 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
+from ..config import set_key
 from ..images.config import preset
+from ..probe import experiment as PE
+from ..probe import report as PR
+from ..probe.config import validate as validate_probe
 from . import correction, gap, images, mechanism, sample_complexity, window
 from .common import Section, missing, run_grid
 
 IMAGE_METHODS = ["e2e", "layerwise", "window:1", "window:2", "bfc"]
 IMAGE_QUICK_METHODS = ["e2e", "layerwise", "bfc"]
+PROBE_METHODS = ["e2e", "layerwise", "window:1", "bfc"]
+REPO = Path(__file__).resolve().parents[3]  # examples/ lives beside src/
+
+
+def _flags(overrides: tuple) -> str:
+    return "".join(f" --{k} {v}" for k, v in overrides)
 
 
 @dataclass(frozen=True)
@@ -64,16 +76,25 @@ class ImageExperiment:
     dataset: str
     methods: list[str] = field(default_factory=lambda: list(IMAGE_METHODS))
     in_quick: bool = True
+    variant: str = ""        # results/images/<dataset>-<variant>, the preset with ``overrides``
+    overrides: tuple = ()    # ((dotted key, value), ...)
+    doc: str = "RESULTS.md"
+
+    @property
+    def tag(self) -> str:
+        return self.dataset + (f"-{self.variant}" if self.variant else "")
 
     @property
     def name(self) -> str:
-        return f"images-{self.dataset}"
+        return f"images-{self.tag}"
 
     def folder(self, results: Path) -> Path:
-        return Path(results) / "images" / self.dataset
+        return Path(results) / "images" / self.tag
 
     def plan(self, quick: bool):
         base = preset(self.dataset)
+        for key, value in self.overrides:
+            set_key(base, key, value)
         if quick:
             base.train.epochs_per_stage = 1
             return base, IMAGE_QUICK_METHODS, [0]
@@ -83,7 +104,9 @@ class ImageExperiment:
         cmd = f"bfclab images --dataset {self.dataset}"
         if quick:
             cmd += f" --methods {','.join(IMAGE_QUICK_METHODS)} --seeds 0 --train.epochs_per_stage 1"
-        return f"{cmd} --out {self.folder(results)}"
+        elif self.methods != IMAGE_METHODS:
+            cmd += f" --methods {','.join(self.methods)}"
+        return f"{cmd}{_flags(self.overrides)} --out {self.folder(results)}"
 
     def missing(self, results: Path, quick: bool) -> int:
         return len(images.missing_runs(*self.plan(quick), self.folder(results)))
@@ -94,13 +117,79 @@ class ImageExperiment:
                               overwrite=overwrite)
 
     def sections(self, results: Path, figdir: Path, quick: bool) -> list[Section]:
-        text = images.report_section(self.folder(results), figdir)
-        return [Section(f"images: {self.dataset}", f"Command: `{self.command(quick, results)}`.\n\n{text}")]
+        text = images.report_section(self.folder(results), figdir, self.tag)
+        out = [Section(f"images: {self.tag}", f"Command: `{self.command(quick, results)}`.\n\n{text}", self.doc)]
+        if self.variant:
+            out.append(self.comparison(results, quick))
+        return out
+
+    def comparison(self, results: Path, quick: bool) -> Section:
+        """This variant against the data set's own experiment (``results/images/<dataset>``),
+        protocol by protocol: the "how much" answer (PAPER_NOTES §5.5)."""
+        plain = ImageExperiment(self.dataset)
+        base, low = PR.collect(plain.folder(results), "images"), PR.collect(self.folder(results), "images")
+        title = f"how much: {self.tag} against {self.dataset}"
+        if not base or not low:
+            return Section(title, f"Needs the runs of both `{plain.command(quick, results)}` and "
+                                  f"`{self.command(quick, results)}`.", self.doc)
+        labels = ("the preset", ", ".join(f"{k} = {v}" for k, v in self.overrides) or self.variant)
+        text = (f"Commands: `{plain.command(quick, results)}` and `{self.command(quick, results)}`.\n\n"
+                f"{PR.compare_text(base, low, labels)}\n\n"
+                f"**Per lower block**, {labels[0]} → {labels[1]} (mean ± sample std over seeds)\n\n"
+                f"{PR.compare_table(base, low, labels)}")
+        return Section(title, text, self.doc)
 
 
-def registry() -> dict[str, Experiment | ImageExperiment]:
+@dataclass(frozen=True)
+class ProbeExperiment:
+    """An example model of :mod:`bfclab.probe` (``examples/probe_*.py``, PAPER_NOTES §7.3 B) at
+    full size: every method of ``methods`` with seeds 0-2 and the example's ``overrides``
+    (``--quick``: the factory's tiny data, e2e / layerwise / bfc, seed 0, one epoch a stage)."""
+
+    name: str               # results/probe/<name>
+    spec: str               # FILE.py[:FUNC], relative to the repository
+    title: str
+    overrides: tuple = ()   # ((dotted key, value), ...): the example's documented settings
+    methods: list[str] = field(default_factory=lambda: list(PROBE_METHODS))
+    in_quick: bool = True
+    doc: str = "PROBE.md"
+
+    def folder(self, results: Path) -> Path:
+        return Path(results) / "probe" / self.name
+
+    def plan(self, quick: bool):
+        cfg = PE.SpecRunConfig(spec=self.spec, tiny=quick)
+        for key, value in self.overrides:
+            set_key(cfg, key, value)
+        if quick:
+            cfg.train.epochs_per_stage = 1
+        validate_probe(cfg)
+        return cfg, (IMAGE_QUICK_METHODS if quick else self.methods), ([0] if quick else [0, 1, 2])
+
+    def command(self, quick: bool, results: Path) -> str:
+        _, methods, seeds = self.plan(quick)
+        extra = " --tiny --train.epochs_per_stage 1" if quick else ""
+        return (f"bfclab probe {self.spec} --methods {','.join(methods)} --seeds {','.join(map(str, seeds))}"
+                f"{_flags(self.overrides)}{extra} --out {self.folder(results)}")
+
+    def missing(self, results: Path, quick: bool) -> int:
+        return len(PE.missing_runs(*self.plan(quick), self.folder(results)))
+
+    def compute(self, results: Path, quick: bool, workers: int, overwrite: bool = False, batched: bool = True) -> None:
+        """Train the missing runs one after another (``batched`` does not apply)."""
+        path, _, func = self.spec.partition(":")
+        factory = PE.load_factory(f"{REPO / path}:{func}" if func else str(REPO / path))
+        PE.run_spec(factory, *self.plan(quick), self.folder(results), progress=False, log=lambda s: None,
+                    overwrite=overwrite)
+
+    def sections(self, results: Path, figdir: Path, quick: bool) -> list[Section]:
+        text = PE.markdown(self.folder(results), figdir, prefix=f"probe-{self.name}")
+        return [Section(f"probe: {self.title}", f"Command: `{self.command(quick, results)}`.\n\n{text}", self.doc)]
+
+
+def registry() -> dict[str, Experiment | ImageExperiment | ProbeExperiment]:
     """Every experiment, in the report's order."""
-    exps: list[Experiment | ImageExperiment] = [
+    exps: list[Experiment | ImageExperiment | ProbeExperiment] = [
         Experiment("correction", correction.spec, (correction.summarize, mechanism.summarize)),
         Experiment("window", window.spec, (window.summarize,)),
         Experiment("gap", gap.spec, (gap.summarize,)),
@@ -111,5 +200,16 @@ def registry() -> dict[str, Experiment | ImageExperiment]:
         Experiment("sample-complexity", sample_complexity.spec, (sample_complexity.summarize,)),
         ImageExperiment("mnist1d", in_quick=False),
         ImageExperiment("digits"),
+        ProbeExperiment("mlp-mnist1d", "examples/probe_mlp.py", "an MLP on mnist1d", (("train.lr", 0.05),)),
+        ProbeExperiment("resnet-mnist1d", "examples/probe_resnet.py:make_mnist1d", "the ResNet on mnist1d",
+                        in_quick=False),
+        ProbeExperiment("resnet-digits", "examples/probe_resnet.py:make_digits", "the ResNet on digits",
+                        in_quick=False),
+        ProbeExperiment("transformer-rules", "examples/probe_transformer.py",
+                        "a transformer encoder on sequences of composed local rules",
+                        (("train.optimizer", "adam"), ("train.lr", 0.003), ("train.weight_decay", 0.01),
+                         ("train.epochs_per_stage", 10))),
+        ImageExperiment("mnist1d", in_quick=False, variant="lower0.1", overrides=(("train.lower_lr_mult", 0.1),),
+                        doc="PROBE.md"),
     ]
     return {e.name: e for e in exps}

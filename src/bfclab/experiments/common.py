@@ -27,10 +27,12 @@ QUICK_BASE = {
 
 @dataclass
 class Section:
-    """A report section: Markdown text and the figures it links (paths relative to the docs dir)."""
+    """A report section: Markdown text (figures linked by bare file name) and the document of
+    ``docs/`` it goes to."""
 
     title: str
     markdown: str
+    doc: str = "RESULTS.md"
 
 
 @dataclass

@@ -125,7 +125,8 @@ def _setup(runs: dict[str, list[dict]]) -> str:
             f"probe {c['probe']['kind']} on features pooled to {c['probe']['pool']} per axis.")
 
 
-def _figures(dataset: str, runs: dict[str, list[dict]], out: Path, figdir: Path | None) -> tuple[str, str]:
+def _figures(dataset: str, runs: dict[str, list[dict]], out: Path, figdir: Path | None,
+             tag: str | None = None) -> tuple[str, str]:
     """Draw the summary figure (and, with ``figdir``, each method's stem-filter figure of its
     first seed) from the stored results; return the Markdown links.  Without ``figdir`` the
     summary figure goes to ``out`` and links keep their paths; with it, links are bare file
@@ -136,17 +137,18 @@ def _figures(dataset: str, runs: dict[str, list[dict]], out: Path, figdir: Path 
         filters = {m: Path(rs[0]["_dir"]) / "filters.png" for m, rs in runs.items()}
         return f"![summary]({fig})", " · ".join(f"[{m}]({p})" for m, p in filters.items())
     figdir.mkdir(parents=True, exist_ok=True)
-    name = f"images-{dataset}-summary.png"
+    tag = tag or dataset
+    name = f"images-{tag}-summary.png"
     plot(runs, figdir / name, title=f"{dataset}: mean ± std over seeds")
     links = []
     for m, rs in runs.items():
-        fname = f"images-{dataset}-filters-{m.replace(':', '-')}.png"
+        fname = f"images-{tag}-filters-{m.replace(':', '-')}.png"
         plot_stem_filters(rs[0], figdir / fname)
         links.append(f"[{m}]({fname})")
     return f"![summary]({name})", " · ".join(links)
 
 
-def markdown(out_dir: str | Path, figdir: str | Path | None = None) -> str:
+def markdown(out_dir: str | Path, figdir: str | Path | None = None, tag: str | None = None) -> str:
     """Markdown tables and figure links for every data set under ``out_dir``, rebuilt from the
     stored result files only (figures are redrawn, see :func:`_figures`)."""
     out = Path(out_dir)
@@ -156,7 +158,7 @@ def markdown(out_dir: str | Path, figdir: str | Path | None = None) -> str:
         return f"No image results under `{out}`: run `bfclab images --dataset {ds} --out {out}`.\n"
     parts = []
     for dataset, runs in found.items():
-        fig, filters = _figures(dataset, runs, out, Path(figdir) if figdir is not None else None)
+        fig, filters = _figures(dataset, runs, out, Path(figdir) if figdir is not None else None, tag)
         parts.append("\n\n".join(([f"### {dataset}"] if len(found) > 1 else []) + [
             _setup(runs),
             "**Test accuracy** (mean ± sample std over seeds; per stage = the network of that stage, for e2e "
@@ -190,11 +192,11 @@ def summarize(out_dir: str | Path) -> str:
     return text
 
 
-def report_section(out_dir: str | Path, figdir: str | Path | None = None) -> str:
+def report_section(out_dir: str | Path, figdir: str | Path | None = None, tag: str | None = None) -> str:
     """The ``bfclab report`` section of one image experiment directory: Markdown tables and
     figure links regenerated purely from the stored result files.  With ``figdir`` the figures
-    are drawn there and linked by bare file name."""
-    return markdown(out_dir, figdir)
+    are drawn there and linked by bare file name (named after ``tag``, default the data set)."""
+    return markdown(out_dir, figdir, tag)
 
 
 def cmd_images(args: argparse.Namespace, extra: list[str]) -> int:

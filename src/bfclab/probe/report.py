@@ -173,3 +173,85 @@ def plot(by_method: dict[str, list[dict]], path: Path, title: str = "") -> None:
         a.legend(fontsize=7)
     fig.suptitle(title)
     save(fig, path)
+
+
+# ---- two probe experiments side by side (PAPER_NOTES §5.5 "how much") -------------------------------
+
+def _lower(runs: list[dict], b: int) -> dict[str, list[float]]:
+    B = runs[0]["blocks"]
+    return {"wc": [r["weight_change"][b][B] for r in runs], "cost": [r["revert"][b]["cost"] for r in runs],
+            "random": [r["revert"][b]["random_cost"] for r in runs]}
+
+
+def small_move_large_effect(base: dict[str, list[float]], low: dict[str, list[float]]) -> bool:
+    """The rule for "a small change with a large effect" of one block: under the small rate it
+    moves at most half as far as under the full rate, reverting it still costs at least half of
+    what it costs under the full rate, and that cost exceeds the random-change control by more
+    than the two standard deviations together."""
+    wc_b, wc_l = mean_std(base["wc"])[0], mean_std(low["wc"])[0]
+    (c_b, _), (c_l, s_l), (r_l, sr_l) = mean_std(base["cost"]), mean_std(low["cost"]), mean_std(low["random"])
+    return wc_l <= 0.5 * wc_b and c_b > 0 and c_l >= 0.5 * c_b and c_l - r_l > s_l + sr_l
+
+
+def compare_table(base: dict[str, list[dict]], low: dict[str, list[dict]], labels: tuple[str, str]) -> str:
+    """Per protocol present in both experiments and per lower block: weight change by the end,
+    revert cost and the random-change control under ``labels[0]`` (``base``) -> ``labels[1]``
+    (``low``), and whether the block is a small move with a large effect
+    (:func:`small_move_large_effect`)."""
+    name, scale, digits = metric_name(base)
+    unit = " (pp)" if scale == 100 else ""
+    a, b = labels
+    head = ["protocol", "block", f"final test {name}: {a} → {b}", f"weight change by the end: {a} → {b}",
+            f"revert cost{unit}: {a} → {b}", f"random-change cost{unit}: {a} → {b}", "small move, large effect?"]
+    rows = []
+    for m in (m for m in base if m in low):
+        acc = f"{pm((r['test_metric'] for r in base[m]), scale, digits)} → {pm((r['test_metric'] for r in low[m]), scale, digits)}"
+        for blk in range(1, base[m][0]["blocks"]):
+            x, y = _lower(base[m], blk), _lower(low[m], blk)
+            moved = mean_std(x["wc"])[0] > 0
+            rows.append([m, str(blk), acc if blk == 1 else "", f"{pm(x['wc'])} → {pm(y['wc'])}",
+                         f"{pm(x['cost'], scale, digits)} → {pm(y['cost'], scale, digits)}",
+                         f"{pm(x['random'], scale, digits)} → {pm(y['random'], scale, digits)}",
+                         ("yes" if small_move_large_effect(x, y) else "no") if moved else "– (frozen or one stage)"])
+    return table(head, rows)
+
+
+def compare_text(base: dict[str, list[dict]], low: dict[str, list[dict]], labels: tuple[str, str],
+                 protocol: str = "bfc") -> str:
+    """The answer in words, with the numbers, for ``protocol`` (default bfc): how far each lower
+    block moves under both rates, what putting it back costs, and the verdict of
+    :func:`small_move_large_effect`; plus a check that protocols without corrected blocks did
+    not change."""
+    name, scale, digits = metric_name(base)
+    unit = " pp" if scale == 100 else ""
+    a, b = labels
+    if protocol not in base or protocol not in low:
+        return f"No {protocol} runs in both experiments."
+    B = base[protocol][0]["blocks"]
+    parts, verdicts = [], []
+    for blk in range(1, B):
+        x, y = _lower(base[protocol], blk), _lower(low[protocol], blk)
+        ratio = mean_std(y["wc"])[0] / mean_std(x["wc"])[0] if mean_std(x["wc"])[0] > 0 else float("nan")
+        yes = small_move_large_effect(x, y)
+        verdicts.append(yes)
+        parts.append(f"block {blk} moves {pm(y['wc'])} at {b} against {pm(x['wc'])} at {a} ({ratio:.2f}× as far); "
+                     f"putting it back costs {pm(y['cost'], scale, digits)}{unit} against "
+                     f"{pm(x['cost'], scale, digits)}{unit}, a random change of the same norm "
+                     f"{pm(y['random'], scale, digits)}{unit}")
+    acc = (f"final test {name} {pm((r['test_metric'] for r in low[protocol]), scale, digits)} at {b} against "
+           f"{pm((r['test_metric'] for r in base[protocol]), scale, digits)} at {a}")
+    n_yes = sum(verdicts)
+    verdict = (f"By the rule of the table (moves at most half as far, keeps at least half of the revert cost, and "
+               f"that cost exceeds the random control by more than both spreads), {n_yes} of {B - 1} lower blocks "
+               f"are a small move with a large effect"
+               + (f" (blocks {', '.join(str(i + 1) for i, v in enumerate(verdicts) if v)})." if n_yes else "."))
+    same = []
+    for m in ("e2e", "layerwise"):
+        if m in base and m in low:
+            diff = max(abs(p["test_metric"] - q["test_metric"]) for p, q in zip(base[m], low[m]))
+            same.append(f"{m} {diff * scale:.{digits}f}{unit}")
+    check = (f" Protocols that never train a block after its own stage cannot depend on the multiplier: largest "
+             f"difference in final test {name} between the two experiments, seed by seed: {', '.join(same)}."
+             if same else "")
+    return f"Under {protocol} ({len(low[protocol])} seeds, mean ± sample std): " + "; ".join(parts) + f"; {acc}. " \
+        + verdict + check
