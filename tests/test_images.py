@@ -49,14 +49,15 @@ def tiny(method: str, dataset: str = "digits", **over):
 def test_resnet_shapes(dim, x_shape, down, expect):
     net = ResNet(dim, x_shape[1], 7, ResNetConfig(width=4, blocks=3, downsample=down))
     x = torch.randn(*x_shape)
-    feats = net.features(x)
+    stack = net.stack()
+    feats = stack.features(x)
     assert [tuple(f.shape[1:]) for f in feats] == expect
     for depth in (1, 2, 3):
         assert net(x, depth).shape == (5, 7)
     assert net.stem_filters().shape == (4, x_shape[1], 5, *([5] if dim == 2 else []))
     stem_ids = {id(p) for p in net.stem.parameters()}
-    assert stem_ids <= {id(p) for p in net.unit_params(1)}
-    assert not stem_ids & {id(p) for p in net.unit_params(2)}
+    assert stem_ids <= {id(p) for p in stack.block_params(1)}
+    assert not stem_ids & {id(p) for p in stack.block_params(2)}
 
 
 def test_model_init_is_seeded_and_leaves_global_rng_alone():

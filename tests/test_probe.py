@@ -383,3 +383,14 @@ def test_small_move_large_effect_rule(low, verdict):
     text = compare_text(base, small, ("1×", "0.1×"))
     assert ("1 of 1 lower blocks" if verdict == "yes" else "0 of 1 lower blocks") in text
     assert f"{low[0]:.3f} ± 0.001 at 0.1× against 1.000 ± 0.001 at 1×" in text
+
+
+def test_readme_snippet_runs(tmp_path, monkeypatch, capsys):
+    """The README's use of the probe on a user's own model, exactly as printed there."""
+    text = (ROOT / "README.md").read_text()
+    code = [b for b in text.split("```python\n")[1:] if "from bfclab.probe import" in b][0].split("```")[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "| bfc |" in out and (tmp_path / "runs" / "my-probe" / "probe.png").is_file()
+    assert len(list((tmp_path / "runs" / "my-probe").rglob("result.json"))) == 9

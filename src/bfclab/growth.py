@@ -3,7 +3,7 @@
 A network is grown from *units* (the learner's levels 2..L, or a ResNet's blocks 1..B).  A
 segment is one lifetime of an optimiser: some units are switched on at its start, a set of
 units trains for ``length`` steps (or epochs), and the stages of one or more units end at given
-offsets, where the trainers measure.  Both trainers (:mod:`bfclab.training`, :mod:`bfclab.images.run`)
+offsets, where the trainers measure.  Both trainers (:mod:`bfclab.training`, :mod:`bfclab.probe.train`)
 only walk the plan; neither names a method.
 
 * stage-wise methods (``bfc``, ``layerwise``, ``window:k``): one segment per unit, which

@@ -5,7 +5,7 @@
                                          |          |                 |
                                        head 1     head 2    ...     head B
 
-Stage b = block b; the stem belongs to stage 1 (``unit_params(1)`` includes it).  A block is the
+Stage b = block b; the stem belongs to stage 1 (:meth:`ResNet.as_blocks` joins it to block 1).  A block is the
 post-activation basic block relu(BN(conv(relu(BN(conv(x))))) + shortcut(x)); blocks listed in
 ``downsample`` use stride 2 and double the channels, with a 1x1 conv+BN shortcut.  Every head
 is global-average pooling plus a linear layer on its block's output, so the network truncated
@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from ..probe.stack import Stack
 
 from .config import ResNetConfig
 
@@ -90,13 +92,6 @@ class ResNet(nn.Module):
     def head(self, b: int) -> Head:
         return self.heads[b - 1]
 
-    def unit(self, b: int) -> list[nn.Module]:
-        """The modules trained as stage ``b``'s block: block b, plus the stem for b = 1."""
-        return [self.stem, self.block(1)] if b == 1 else [self.block(b)]
-
-    def unit_params(self, b: int) -> list[nn.Parameter]:
-        return [p for m in self.unit(b) for p in m.parameters()]
-
     def as_blocks(self) -> list[nn.Module]:
         """The growth units as modules for :class:`bfclab.probe.Stack`: stem + block 1, then
         blocks 2..B (the same modules, shared)."""
@@ -106,16 +101,11 @@ class ResNet(nn.Module):
         """The first-layer filters, (width, in_channels, *kernel)."""
         return self.stem[0].weight
 
-    def features(self, x: torch.Tensor, depth: int | None = None) -> list[torch.Tensor]:
-        """Outputs of blocks 1..depth (default all)."""
-        depth = self.num_blocks if depth is None else depth
-        h, out = self.stem(x), []
-        for b in range(1, depth + 1):
-            h = self.block(b)(h)
-            out.append(h)
-        return out
+    def stack(self) -> Stack:
+        """This network as a :class:`bfclab.probe.Stack` (the same modules, shared): what the probe
+        trains and measures."""
+        return Stack(self.as_blocks(), list(self.heads))
 
     def forward(self, x: torch.Tensor, depth: int | None = None) -> torch.Tensor:
         """Logits of the network truncated after block ``depth`` (default B), read by head ``depth``."""
-        depth = self.num_blocks if depth is None else depth
-        return self.head(depth)(self.features(x, depth)[-1])
+        return self.stack()(x, depth)

@@ -69,7 +69,7 @@ class ImageRun:
         validate(cfg)
         self.data = data if data is not None else load(cfg.data)
         self.model = build_model(cfg, self.data)
-        stack = Stack(self.model.as_blocks(), list(self.model.heads))
+        stack = self.model.stack()
         spec = spec_of(cfg, self.data, stack, resolve_device(cfg.train.device))
         self.probe = ProbeRun(spec, cfg, out, model=stack, progress=progress, log=log, on_stage_end=self._stem)
         self.stem_after_stage1: list | None = None

@@ -8,19 +8,20 @@ metric at every stage end, the relative weight change after the block's own stag
 quality at the end of its own stage and at the end (the correction gain), linear CKA between
 those two points, and the revert test (the cost of putting the block back).  A ten-line use::
 
+    import torch
     from torch import nn
     from bfclab.probe import Spec, TensorBatches, probe
 
-    def make(seed):
+    x = torch.randn(2000, 20, generator=torch.Generator().manual_seed(0))           # your data
+    y = (x[:, 0] * x[:, 1] > 0).long() + 2 * (x[:, 2] * x[:, 3] > 0).long()
+    def make(seed):                                               # your model: blocks + a head per block
         torch.manual_seed(seed)
-        blocks = [nn.Sequential(nn.Linear(40, 64), nn.ReLU()) for _ in range(3)]
-        blocks[1:] = [nn.Sequential(nn.Linear(64, 64), nn.ReLU()) for _ in range(2)]
-        return Spec(blocks, heads=lambda b: nn.Linear(64, 10),
-                    train=TensorBatches(x_train, y_train, 128, seed=seed), test=TensorBatches(x_test, y_test, 1000, shuffle=False))
+        blocks = [nn.Sequential(nn.Linear(20 if b == 0 else 64, 64), nn.ReLU()) for b in range(4)]
+        return Spec(blocks, heads=lambda b: nn.Linear(64, 4), train=TensorBatches(x[:1500], y[:1500], 100, seed=seed),
+                    test=TensorBatches(x[1500:], y[1500:], 500, shuffle=False))
+    print(probe(make, ["e2e", "layerwise", "bfc"], seeds=[0, 1, 2], out="runs/my-probe"))
 
-    summary = probe(make, ["e2e", "layerwise", "bfc"], seeds=[0, 1, 2], out="runs/my-probe")
-
-or ``bfclab probe my_spec.py --methods e2e,layerwise,bfc --seeds 0,1,2 --out runs/my-probe``.
+(the README's snippet, run by the tests), or ``bfclab probe my_spec.py --methods e2e,layerwise,bfc --seeds 0,1,2 --out runs/my-probe``.
 
 Modules: :mod:`.stack` (blocks + heads, splitters), :mod:`.data` (batches), :mod:`.config`
 (typed training/measurement config), :mod:`.measure`, :mod:`.train` (one run),

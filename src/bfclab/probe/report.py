@@ -208,11 +208,11 @@ def compare_table(base: dict[str, list[dict]], low: dict[str, list[dict]], label
         acc = f"{pm((r['test_metric'] for r in base[m]), scale, digits)} → {pm((r['test_metric'] for r in low[m]), scale, digits)}"
         for blk in range(1, base[m][0]["blocks"]):
             x, y = _lower(base[m], blk), _lower(low[m], blk)
-            moved = mean_std(x["wc"])[0] > 0
+            moved = mean_std(x["wc"])[0] > 0 and x["wc"] != y["wc"]  # frozen, or the multiplier does not apply
             rows.append([m, str(blk), acc if blk == 1 else "", f"{pm(x['wc'])} → {pm(y['wc'])}",
                          f"{pm(x['cost'], scale, digits)} → {pm(y['cost'], scale, digits)}",
                          f"{pm(x['random'], scale, digits)} → {pm(y['random'], scale, digits)}",
-                         ("yes" if small_move_large_effect(x, y) else "no") if moved else "– (frozen or one stage)"])
+                         ("yes" if small_move_large_effect(x, y) else "no") if moved else "– (multiplier does not apply)"])
     return table(head, rows)
 
 
@@ -240,6 +240,13 @@ def compare_text(base: dict[str, list[dict]], low: dict[str, list[dict]], labels
                      f"{pm(y['random'], scale, digits)}{unit}")
     acc = (f"final test {name} {pm((r['test_metric'] for r in low[protocol]), scale, digits)} at {b} against "
            f"{pm((r['test_metric'] for r in base[protocol]), scale, digits)} at {a}")
+    gap = ""
+    if all(m in base and m in low for m in ("e2e", "layerwise")):
+        def recovered(runs: dict[str, list[dict]]) -> float:
+            mean = {m: mean_std(r["test_metric"] for r in runs[m])[0] for m in ("e2e", "layerwise", protocol)}
+            return (mean[protocol] - mean["layerwise"]) / (mean["e2e"] - mean["layerwise"])
+        gap = (f" Share of the layerwise-to-e2e gap in final test {name} that {protocol} recovers, from the means: "
+               f"{100 * recovered(low):.0f} % at {b} against {100 * recovered(base):.0f} % at {a}.")
     n_yes = sum(verdicts)
     verdict = (f"By the rule of the table (moves at most half as far, keeps at least half of the revert cost, and "
                f"that cost exceeds the random control by more than both spreads), {n_yes} of {B - 1} lower blocks "
@@ -253,5 +260,5 @@ def compare_text(base: dict[str, list[dict]], low: dict[str, list[dict]], labels
     check = (f" Protocols that never train a block after its own stage cannot depend on the multiplier: largest "
              f"difference in final test {name} between the two experiments, seed by seed: {', '.join(same)}."
              if same else "")
-    return f"Under {protocol} ({len(low[protocol])} seeds, mean ± sample std): " + "; ".join(parts) + f"; {acc}. " \
-        + verdict + check
+    return f"Under {protocol} ({len(low[protocol])} seeds, mean ± sample std): " + "; ".join(parts) + f"; {acc}." \
+        + gap + " " + verdict + check
