@@ -37,6 +37,7 @@ probe_heads         run seed      heads a probe spec gives as a factory (``bfcla
 probe_batches       run seed      ``bfclab.probe.TensorBatches``' permutations and transforms
 entk_init           run seed      the learner at init whose empirical NTK is a baseline
 krr_select          run seed      the sub-sample on which KRR selects its ridge
+nystrom_centres     run seed      the Nyström KRR's centres (selection fit, then the final fit)
 ridge_split         run seed      a ridge solver's fit/validation split
 rf_split            run seed      the random-feature ridge's fit/validation split
 baseline_init       run seed      random features, two-layer network weights and batches
@@ -79,6 +80,7 @@ STREAMS: dict[str, Stream] = {
     "probe_batches": Stream(1_000_037, 31, "TensorBatches' permutations and transforms"),
     "entk_init": Stream(1, 1, "the learner whose empirical NTK is a baseline"),
     "krr_select": Stream(1, 1, "KRR's ridge-selection sub-sample"),
+    "nystrom_centres": Stream(1_000_039, 37, "the Nyström KRR's centres"),
     "ridge_split": Stream(1, 0, "a ridge solver's fit/validation split"),
     "rf_split": Stream(1, 1, "the random-feature ridge's fit/validation split"),
     "baseline_init": Stream(1, 0, "random features, two-layer weights and batches"),

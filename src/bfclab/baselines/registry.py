@@ -10,6 +10,8 @@ krr-poly            exact KRR, polynomial kernel (c + <x,x'>/d)^degree, degree =
 krr-rbf             exact KRR, RBF kernel
 krr-ntk-relu        exact KRR, closed-form NTK of a two-layer ReLU network
 krr-entk            exact KRR, empirical NTK of the bfclab learner at init (needs ``target=``)
+nystrom-poly/-rbf/  Nyström KRR (m centres) solved by FALKON's preconditioned CG, for n past the
+  -ntk-relu         exact solver's memory (:mod:`bfclab.baselines.nystrom`), same kernels
 rf-quad / rf-relu   random quadratic / ReLU features, last layer fitted by ridge
 twolayer-quad/-relu two-layer network trained by Adam/SGD
 seqkernel           degree-2 kernel regression applied level by level on residuals
@@ -37,6 +39,7 @@ from ..methods import is_deep
 from .deep import DeepEstimator
 from .kernels import RBF, Polynomial, ReluNTK, learner_entk
 from .krr import KRR
+from .nystrom import CACHE, NystromKRR
 from .random_features import RandomFeatures
 from .ridge import DEFAULT_GRID, DTYPES
 from .sequential import PASS_UP, SequentialKernel
@@ -95,6 +98,20 @@ class KRROptions(RidgeOptions):
 
 
 @dataclass
+class NystromOptions(RidgeOptions):
+    """Nyström KRR by preconditioned CG (:class:`bfclab.baselines.nystrom.NystromKRR`): ``centres``
+    (m), at most ``iterations`` CG steps or a relative residual ``tol``; ``cache`` K_nm when it fits
+    (``auto``), always or never."""
+
+    centres: int = opt(4096, gt=0)
+    iterations: int = opt(50, gt=0)
+    tol: float = opt(1e-6, gt=0)
+    block_size: int = opt(4096, gt=0)
+    cache: str = opt("auto", choices=CACHE)
+    mem_fraction: float = opt(0.9, gt=0, le=1)
+
+
+@dataclass
 class PolyKernelOptions:
     """(c + <x,x'>/d)^degree, degree = 2^(L-1) of the target (PAPER_NOTES §2.4, §6)."""
 
@@ -143,6 +160,21 @@ class ReluNTKKRROptions(KRROptions, ReluNTKKernelOptions):
 
 @dataclass
 class EmpiricalNTKKRROptions(KRROptions, EmpiricalNTKKernelOptions):
+    pass
+
+
+@dataclass
+class PolyNystromOptions(NystromOptions, PolyKernelOptions):
+    pass
+
+
+@dataclass
+class RBFNystromOptions(NystromOptions, RBFKernelOptions):
+    pass
+
+
+@dataclass
+class ReluNTKNystromOptions(NystromOptions, ReluNTKKernelOptions):
     pass
 
 
@@ -197,14 +229,26 @@ def _split(opts: dict, keys) -> tuple[dict, dict]:
     return {k: v for k, v in opts.items() if k in keys}, {k: v for k, v in opts.items() if k not in keys}
 
 
-def _krr(kernel_of: Callable[[dict, Any, int], Any], kernel_options: type) -> Callable:
+def _krr(kernel_of: Callable[[dict, Any, int], Any], kernel_options: type, solver: type = KRR) -> Callable:
     kernel_keys = {f.name for f in fields(kernel_options)}
 
-    def build(name: str, opts: dict, device: str, seed: int, target) -> KRR:
+    def build(name: str, opts: dict, device: str, seed: int, target):
         kopts, rest = _split(opts, kernel_keys)
-        return KRR(kernel_of(kopts, target, seed), device=device, seed=seed, name=name, **rest)
+        return solver(kernel_of(kopts, target, seed), device=device, seed=seed, name=name, **rest)
 
     return build
+
+
+def _poly(o, t, s):
+    return Polynomial(o["degree"], o["c"])
+
+
+def _rbf(o, t, s):
+    return RBF(o["lengthscale"])
+
+
+def _ntk(o, t, s):
+    return ReluNTK(o["bias"])
 
 
 def _entk_kernel(kopts: dict, target, seed: int):
@@ -241,12 +285,16 @@ class Spec:
 
 
 ESTIMATORS: dict[str, Spec] = {
-    "krr-poly": Spec(_krr(lambda o, t, s: Polynomial(o["degree"], o["c"]), PolyKernelOptions), PolyKRROptions,
-                     "KRR, polynomial kernel (c + <x,x'>/d)^degree"),
-    "krr-rbf": Spec(_krr(lambda o, t, s: RBF(o["lengthscale"]), RBFKernelOptions), RBFKRROptions,
-                    "KRR, RBF kernel exp(-|x-x'|^2 / (2 l^2 d))"),
-    "krr-ntk-relu": Spec(_krr(lambda o, t, s: ReluNTK(o["bias"]), ReluNTKKernelOptions), ReluNTKKRROptions,
+    "krr-poly": Spec(_krr(_poly, PolyKernelOptions), PolyKRROptions, "KRR, polynomial kernel (c + <x,x'>/d)^degree"),
+    "krr-rbf": Spec(_krr(_rbf, RBFKernelOptions), RBFKRROptions, "KRR, RBF kernel exp(-|x-x'|^2 / (2 l^2 d))"),
+    "krr-ntk-relu": Spec(_krr(_ntk, ReluNTKKernelOptions), ReluNTKKRROptions,
                          "KRR, NTK of a two-layer ReLU network (closed form)"),
+    "nystrom-poly": Spec(_krr(_poly, PolyKernelOptions, NystromKRR), PolyNystromOptions,
+                         "Nyström KRR (FALKON's preconditioned CG), polynomial kernel"),
+    "nystrom-rbf": Spec(_krr(_rbf, RBFKernelOptions, NystromKRR), RBFNystromOptions,
+                        "Nyström KRR (FALKON's preconditioned CG), RBF kernel"),
+    "nystrom-ntk-relu": Spec(_krr(_ntk, ReluNTKKernelOptions, NystromKRR), ReluNTKNystromOptions,
+                             "Nyström KRR (FALKON's preconditioned CG), two-layer ReLU NTK"),
     "krr-entk": Spec(_krr(_entk_kernel, EmpiricalNTKKernelOptions), EmpiricalNTKKRROptions,
                      "KRR, empirical NTK of the bfclab learner at init"),
     "rf-quad": Spec(_rf("quad"), RFOptions, "random quadratic features + ridge"),
