@@ -54,14 +54,22 @@ def test_fewer_centres_approximate_exact_krr_and_cg_converges():
 
 def test_ridge_selection_on_a_split_flags_an_edge_choice():
     x, y = task(800, 6)
-    ny = NystromKRR(RBF(1.0), centres=200, ridge_grid=[1e-4, 1e-3, 1e-2, 1e-1, 1.0], dtype="float64").fit(x, y)
+    ny = NystromKRR(RBF(1.0), centres=200, ridge_grid=[1e-4, 1e-3, 1e-2, 1e-1, 1.0], dtype="float64",
+                    extend=0).fit(x, y)
     sel = ny.selection_
     assert sel["grid"] == [1e-4, 1e-3, 1e-2, 1e-1, 1.0] and len(sel["val_mse"]) == 5
     assert sel["chosen"] == sel["grid"][sel["val_mse"].index(min(sel["val_mse"]))] == ny.ridge_
     assert sel["n_fit"] + sel["n_val"] == 800
     assert sel["at_edge"] == (ny.ridge_ in (1e-4, 1.0))
-    edge = NystromKRR(RBF(1.0), centres=200, ridge_grid=[10.0, 100.0], dtype="float64").fit(x, y)
+    edge = NystromKRR(RBF(1.0), centres=200, ridge_grid=[10.0, 100.0], dtype="float64", extend=0).fit(x, y)
     assert edge.ridge_ == 10.0 and edge.selection_["at_edge"]  # the grid does not bracket the optimum
+    grown = NystromKRR(RBF(1.0), centres=200, ridge_grid=[10.0, 100.0], dtype="float64", extend=6).fit(x, y)
+    assert grown.selection_["extended"] >= 1 and min(grown.selection_["grid"]) < 10.0
+    wide = NystromKRR(RBF(1.0), centres=200, ridge_grid=[10.0**e for e in range(-9, 3)], dtype="float64",
+                      extend=0).fit(x, y)
+    assert not wide.selection_["at_edge"]
+    if not grown.selection_["at_edge"]:  # extended until the optimum is inside: the wide grid's choice
+        assert grown.ridge_ == pytest.approx(wide.ridge_, rel=1e-9)
 
 
 def test_seeded_and_json_info():

@@ -26,8 +26,9 @@ anything is allocated (one-line error naming the largest n that fits, like exact
 
 **Ridge** (unless ``ridge`` is given): chosen on a ``val_frac`` split at the full n (fit on the
 rest, scored on the split, one CG solve per grid value, largest ridge first, each warm-started
-from the previous), then refitted on all n.  A choice at the grid's edge is flagged in
-``selection_["at_edge"]`` (the grid should then be extended).  There is no float32 floor: the
+from the previous), then refitted on all n.  A best value at the grid's edge extends the grid by
+a decade beyond it, up to ``extend`` times; a choice still at the edge is flagged in
+``selection_["at_edge"]``.  There is no float32 floor: the
 ridge enters the float64 preconditioner and the CG iteration, not a float32 factorisation.
 
 Why not the ``falkon`` package: it is not installable from the package registries of this
@@ -76,7 +77,8 @@ class NystromKRR:
     def __init__(self, kernel: Kernel, *, centres: int = 4096, iterations: int = 50, tol: float = 1e-6,
                  ridge: float | None = None, ridge_grid: Sequence[float] = DEFAULT_GRID, val_frac: float = 0.25,
                  dtype: str = "float32", device: str | torch.device = "cpu", block_size: int = 4096,
-                 cache: str = "auto", mem_fraction: float = 0.9, seed: int = 0, name: str | None = None):
+                 cache: str = "auto", mem_fraction: float = 0.9, extend: int = 4, seed: int = 0,
+                 name: str | None = None):
         self.kernel = kernel
         self.m, self.iterations, self.tol = int(centres), int(iterations), float(tol)
         self.ridge = ridge
@@ -85,6 +87,7 @@ class NystromKRR:
         self.dtype = resolve_dtype(dtype)
         self.device = torch.device(device)
         self.block_size, self.cache, self.mem_fraction, self.seed = int(block_size), cache, float(mem_fraction), int(seed)
+        self.extend = int(extend)
         self.name = name or f"nystrom-{kernel.name}"
 
     # ---- memory ------------------------------------------------------------------------------
@@ -138,18 +141,18 @@ class NystromKRR:
             out = part if out is None else out + part
         return out
 
-    def _solve(self, px, pc, T: torch.Tensor, n: int, knm, yc: torch.Tensor, lam_k: float,
+    def _solve(self, px, pc, T: torch.Tensor, TTt: torch.Tensor, n: int, knm, yc: torch.Tensor, lam_k: float,
                beta0: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """FALKON's preconditioned CG for one ridge; returns (alpha, beta, CG record)."""
         m = T.shape[0]
         eye = torch.eye(m, dtype=torch.float64, device=self.device)
         A, jitter = None, 0.0
         for _ in range(8):  # T T^T / m + lam I is SPD; round-off aside
-            A_low, info = torch.linalg.cholesky_ex(T @ T.T / m + (lam_k + jitter) * eye)
+            A_low, info = torch.linalg.cholesky_ex(TTt / m + (lam_k + jitter) * eye)
             if int(info) == 0:
-                A = A_low.T
+                A = A_low.T.contiguous()
                 break
-            jitter = max(jitter * 10, 1e-12 * float(torch.diagonal(T @ T.T).mean()) / m)
+            jitter = max(jitter * 10, 1e-12 * float(torch.diagonal(TTt).mean()) / m)
         if A is None:
             raise RuntimeError("nystrom: the preconditioner's Cholesky factorisation failed")
 
@@ -189,9 +192,11 @@ class NystromKRR:
         return back(beta), beta, {"iterations": it, "relative_residual": rr ** 0.5 / norm}
 
     def _fit_on(self, x: torch.Tensor, yc: torch.Tensor, centres: torch.Tensor, lams: list[float], cached: bool,
-                kbar: float, score=None):
+                kbar: float, score=None, extend: int = 0):
         """Solve for every normalised ridge in ``lams`` (largest first, warm-started) on (x, yc)
-        with the given centres; ``score(alpha) -> float`` for each, or the last alpha."""
+        with the given centres; ``score(alpha, prepared centres) -> float`` for each.  With
+        ``extend`` > 0 and a score, a best ridge at the grid's edge extends the grid by a decade
+        beyond it, up to ``extend`` times."""
         n = x.shape[0]
         px, pc = self.kernel.prepare(x), self.kernel.prepare(centres)
         kmm = self.kernel.block(pc, pc).double()
@@ -206,11 +211,25 @@ class NystromKRR:
             raise RuntimeError("nystrom: the centres' Gram matrix could not be factorised")
         del kmm
         T = low.T.contiguous()
+        del low
+        TTt = T @ T.T
         knm = self.kernel.block(px, pc) if cached else None
-        out, beta = [], None
-        for lam in sorted(lams, reverse=True):
-            alpha, beta, cg = self._solve(px, pc, T, n, knm, yc, lam * kbar, beta)
+        out, betas = [], {}
+
+        def solve(lam: float, warm: torch.Tensor | None) -> None:
+            alpha, betas[lam], cg = self._solve(px, pc, T, TTt, n, knm, yc, lam * kbar, warm)
             out.append((lam, alpha, cg, score(alpha, pc) if score is not None else None))
+
+        beta = None
+        for lam in sorted(lams, reverse=True):
+            solve(lam, beta)
+            beta = betas[lam]
+        for _ in range(extend if score is not None else 0):
+            errs = {lam: err for lam, _, _, err in out}
+            best, lo, hi = min(errs, key=errs.get), min(errs), max(errs)
+            if len(errs) < 2 or best not in (lo, hi):
+                break
+            solve(best / 10 if best == lo else best * 10, betas[best])
         self.jitter_ = jitter
         return out, pc
 
@@ -239,12 +258,12 @@ class NystromKRR:
                 pred = self._predict_prepared(pv, pc, alpha)
                 return float((pred - yc[val_i]).pow(2).mean())
 
-            solved, _ = self._fit_on(xf, yc[fit_i], xf[sub], self.ridge_grid, cached, kbar, score)
+            solved, _ = self._fit_on(xf, yc[fit_i], xf[sub], self.ridge_grid, cached, kbar, score, self.extend)
             errors = {lam: err for lam, _, _, err in solved}
             lam = min(errors, key=errors.get)
             grid = sorted(errors)
             self.selection_ = {"grid": grid, "val_mse": [errors[g] for g in grid], "chosen": lam,
-                               "at_edge": lam in (grid[0], grid[-1]) and len(grid) > 1,
+                               "at_edge": lam in (grid[0], grid[-1]) and len(grid) > 1, "extended": len(grid) - len(self.ridge_grid),
                                "n_fit": len(fit_i), "n_val": len(val_i)}
         else:
             lam = float(self.ridge)

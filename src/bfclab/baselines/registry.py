@@ -109,6 +109,7 @@ class NystromOptions(RidgeOptions):
     block_size: int = opt(4096, gt=0)
     cache: str = opt("auto", choices=CACHE)
     mem_fraction: float = opt(0.9, gt=0, le=1)
+    extend: int = opt(4, ge=0)  # decades added beyond a grid edge the validation choice sits at
 
 
 @dataclass
