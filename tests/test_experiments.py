@@ -1,5 +1,6 @@
 """Experiments and the report: the analysis pieces against closed forms, and the whole --quick chain."""
 
+import pytest
 import torch
 
 from bfclab.cli import main
@@ -88,3 +89,20 @@ def test_how_much_against_hand_computed_changes(tmp_path):
     out = how_much(run)
     assert abs(out[2][3] - 0.5) < 1e-6 and abs(out[2][4]) < 1e-9
     assert abs(out[3][4] - 0.1) < 1e-6
+
+
+def test_gap_slope_fit_recovers_a_known_exponent():
+    """A power law c * rho^s with multiplicative noise: the fitted slope is s within its interval;
+    an exact law gives s to rounding and a zero-width interval."""
+    import numpy as np
+
+    from bfclab.experiments.gap import fit_slope
+
+    rho = [0.05, 0.1, 0.2, 0.3, 0.5, 0.8] * 3
+    exact = [3.0 * r**2.5 for r in rho]
+    s, lo, hi = fit_slope(rho, exact)
+    assert s == pytest.approx(2.5, abs=1e-12) and hi - lo < 1e-9
+    noisy = [v * float(np.exp(e)) for v, e in zip(exact, np.random.default_rng(0).normal(0, 0.2, len(rho)))]
+    s, lo, hi = fit_slope(rho, noisy)
+    assert lo < 2.5 < hi and abs(s - 2.5) < 0.3
+    assert all(np.isnan(fit_slope([0.1, 0.1], [1.0, 2.0])))  # one rho: no slope

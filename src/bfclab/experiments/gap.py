@@ -6,7 +6,10 @@ that stage-wise training relies on.  The notes warn not to assume a monotone pic
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+
+import numpy as np
 
 from ..plots import plot_vs
 from .common import CI_NOTE, QUICK_BASE, Section, diverged_note, final_pairs, load_cells, med, spread, spread_ci, table
@@ -20,6 +23,52 @@ def spec(quick: bool = False) -> dict:
     base = {k: dict(v) for k, v in QUICK_BASE.items()} if quick else {}
     return {"name": NAME, "base": base,
             "grid": {"target.rho": RHOS, "method": METHODS, "seed": [0, 1] if not quick else [0]}}
+
+
+def fit_slope(rho: list[float], values: list[float], seed: int = 0, boot: int = 2000) -> tuple[float, float, float]:
+    """Least-squares slope of log(value) against log(rho) over the given points, with a 95 %
+    percentile interval from a pairs bootstrap over the points (``boot`` resamples, seeded); nan
+    where fewer than two distinct rho or a non-positive value."""
+    x, y = np.log(np.asarray(rho, float)), np.asarray(values, float)
+    if len(set(rho)) < 2 or not np.all(y > 0):
+        return math.nan, math.nan, math.nan
+    y = np.log(y)
+    slope = float(np.polyfit(x, y, 1)[0])
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(boot):
+        i = rng.integers(len(x), size=len(x))
+        if len(set(x[i])) >= 2:
+            draws.append(np.polyfit(x[i], y[i], 1)[0])
+    lo, hi = np.percentile(draws, [2.5, 97.5])
+    return slope, float(lo), float(hi)
+
+
+def slope_rows(cells, method: str = "bfc") -> list[list[str]]:
+    """The theory's gap prediction (issue 13, PAPER_NOTES §5.2): once levels up to l are trained, a
+    lower level j's 1 - R^2 scales like (alpha_{l+1} / alpha_j)^2, a log-log slope of 2(l + 1 - j)
+    against rho when alpha_l = rho^(l-2).  One row per (stage l < L, level j <= l): the prediction,
+    the fitted slope over every (rho, seed) cell with its bootstrap interval, and the local slopes
+    between neighbouring rho (of the medians over seeds), which show where the law holds."""
+    cells = [c for c in cells if c.params["method"] == method]
+    if not cells:
+        return []
+    L = max(cells[0].result.stage_end)
+    rows = []
+    for stage in range(2, L):
+        for level in range(2, stage + 1):
+            pts = [(float(c.params["target.rho"]), c.result.stage_value(stage, "feature_error", level)) for c in cells]
+            pts = [(r, v) for r, v in pts if math.isfinite(v)]
+            if not pts:
+                continue
+            slope, lo, hi = fit_slope([r for r, _ in pts], [v for _, v in pts])
+            rhos = sorted({r for r, _ in pts})
+            meds = [med([v for r2, v in pts if r2 == r]) for r in rhos]
+            local = [f"{math.log(b / a) / math.log(r2 / r1):.2f}" if a > 0 and b > 0 else "–"
+                     for (r1, a), (r2, b) in zip(zip(rhos, meds), zip(rhos[1:], meds[1:]))]
+            rows.append([str(stage), str(level), str(2 * (stage + 1 - level)), f"{slope:.2f} [{lo:.2f}, {hi:.2f}]",
+                         ", ".join(local)])
+    return rows
 
 
 def summarize(root: Path, figdir: Path, quick: bool = False, command: str = "bfclab experiment gap") -> Section:
@@ -59,4 +108,14 @@ def summarize(root: Path, figdir: Path, quick: bool = False, command: str = "bfc
         table(["rho"] + METHODS + ["layerwise / bfc"], rows),
         diverged_note(root, spec(quick)),
     ])
+    slopes = slope_rows(cells)
+    if slopes:
+        pairs = ", ".join(f"{a:g}→{b:g}" for a, b in zip(rhos, rhos[1:]))
+        n_cells = len([c for c in cells if c.params["method"] == "bfc"])
+        md += "\n\n" + "\n\n".join([
+            f"**Gap slopes** (the theory's prediction, issue 13): bfc's feature error 1 − R² of level j at the end "
+            f"of stage l against rho, log-log; prediction 2(l + 1 − j) (the next, still unlearned signal relative to "
+            f"level j's own).  Fitted over {n_cells} cells ({len(rhos)} values of rho × seeds {seeds}); 95 % pairs-"
+            f"bootstrap interval; local slopes between neighbouring rho ({pairs}) from the medians over seeds.",
+            table(["stage l", "level j", "predicted slope", "fitted slope [95 % CI]", "local slopes"], slopes)])
     return Section(NAME, md)
