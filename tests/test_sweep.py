@@ -168,3 +168,18 @@ def test_changed_default_stops_the_sweep_new_field_does_not(tmp_path):
     assert f.read_bytes() == before
     run_sweep(g, tmp_path, workers=1, progress=False, overwrite=True)  # the stale cell is run again
     assert cell.finished(tmp_path)
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--executor", "dask"], "--executor: unknown 'dask'; accepted: process, ray"),
+    (["--address", "10.0.0.1:6379"], "--address: only with --executor ray"),
+])
+def test_bad_executor_one_line(tmp_path, capsys, extra, needle):
+    from bfclab.cli import main
+
+    grid = tmp_path / "g.yaml"
+    grid.write_text(yaml.safe_dump({"base": TINY_BASE, "grid": {"method": ["bfc"], "seed": [0]}}))
+    assert main(["sweep", str(grid), "--out", str(tmp_path / "o"), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(needle) and "\n" not in err
+    assert not (tmp_path / "o").exists()

@@ -81,7 +81,8 @@ def cmd_sweep(args, extra) -> int:
     if args.workers < 1:
         raise ConfigError(f"--workers: must be >= 1, got {args.workers}")
     grid = load_grid(args.grid)
-    rows = run_sweep(grid, Path(args.out), workers=args.workers, overwrite=args.overwrite, batched=args.batched)
+    rows = run_sweep(grid, Path(args.out), workers=args.workers, overwrite=args.overwrite, batched=args.batched,
+                     executor=args.executor, address=args.address)
     print(f"{len(rows)}/{len(grid.cells)} cells finished; table: {Path(args.out) / 'table.csv'}")
     return 0 if len(rows) == len(grid.cells) else 1
 
@@ -147,7 +148,10 @@ def make_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("sweep", help="run a declarative grid (resumable) into one table")
     w.add_argument("grid", help="YAML/JSON grid file (see bfclab.sweep)")
     w.add_argument("--out", required=True, help="sweep directory (cells/, table.csv)")
-    w.add_argument("--workers", type=int, default=1, help="parallel worker processes")
+    w.add_argument("--workers", type=int, default=1, help="parallel worker processes (Ray: CPUs of the local instance)")
+    w.add_argument("--executor", default="process", help="process (default) | ray (pip install 'bfclab[ray]')")
+    w.add_argument("--address", default=None, help="with --executor ray: a running cluster's address "
+                                                   "(default: start a local Ray instance)")
     w.add_argument("--overwrite", action="store_true", help="replace results of a different config instead of stopping")
     w.add_argument("--batched", action=argparse.BooleanOptionalAction, default=True,
                    help="train deep cells of one growth plan together (default; --no-batched: one by one)")

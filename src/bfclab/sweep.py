@@ -17,9 +17,10 @@ A grid file (YAML or JSON) looks like::
 Each cell runs into its own directory ``OUT/cells/<cell id>/``; a cell whose ``result.json``
 exists is finished and skipped, and a cell is only ever finished by the atomic rename of that
 file, so a sweep killed at any point resumes without losing or repeating a cell.  Cells are
-independent and idempotent and run behind a small :class:`Executor` interface (serial or a local
-process pool today; a distributed executor only needs ``map``).  ``collect`` gathers every
-``result.json`` into one table, a row per cell: config columns and metrics.
+independent and idempotent and run behind a small :class:`Executor` interface (``run(fn, jobs)``:
+serial, a local process pool, or Ray, :class:`RayExecutor`, on a local instance or a cluster),
+whose jobs are single cells and batched groups.  ``collect`` gathers every ``result.json`` into
+one table, a row per cell: config columns and metrics.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
 from tqdm import tqdm
@@ -339,27 +340,18 @@ def _group_job(cells: list[Cell], root: str, threads: int) -> list[tuple[str, st
     return outcome
 
 
-def run_groups(groups: list[list[Cell]], root: str | Path, workers: int, threads: int,
+def run_groups(groups: list[list[Cell]], root: str | Path, executor: "Executor", threads: int,
                done: Callable[[Cell, str | None], None]) -> None:
-    """Every batched group, ``workers`` at a time (worker processes of ``threads`` torch threads
-    each when ``workers`` > 1, else in this process)."""
-    if workers <= 1:
-        for g in groups:
-            run_group(g, root, done)
-        return
+    """Every batched group as one job of ``executor`` (``threads`` torch threads each in a worker;
+    the caller's setting in this process)."""
     by_id = {c.id: c for g in groups for c in g}
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        pending = {pool.submit(_group_job, g, str(root), threads): g for g in groups}
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                group = pending.pop(fut)
-                if fut.exception() is not None:
-                    for c in group:
-                        done(c, f"{type(fut.exception()).__name__}: {fut.exception()}")
-                    continue
-                for cid, err in fut.result():
-                    done(by_id[cid], err)
+    for group, outcome, err in executor.run(partial(_group_job, root=str(root), threads=threads), groups):
+        if err is not None:
+            for c in group:
+                done(c, f"{type(err).__name__}: {err}")
+            continue
+        for cid, cell_err in outcome:
+            done(by_id[cid], cell_err)
 
 
 def run_group(cells: list[Cell], root: str | Path, done: Callable[[Cell, str | None], None]) -> None:
@@ -433,20 +425,23 @@ def diverged_result(cfg: RunConfig, why: str) -> dict:
 
 
 class Executor(Protocol):
-    """Runs independent, idempotent cells; calls ``done(cell, error)`` as each one ends."""
+    """Runs independent, idempotent jobs (cells or batched groups): ``run(fn, jobs)`` yields
+    ``(job, fn(job), None)`` or ``(job, None, exception)`` for each job as it ends."""
 
-    def map(self, fn: Callable[[Cell, str], str], cells: list[Cell], root: str,
-            done: Callable[[Cell, str | None], None]) -> None: ...
+    def run(self, fn: Callable[[Any], Any], jobs: list) -> Iterator[tuple[Any, Any, BaseException | None]]: ...
 
 
 class SerialExecutor:
-    def map(self, fn, cells, root, done) -> None:
-        for c in cells:
+    """In this process, one job after another."""
+
+    def run(self, fn, jobs):
+        for j in jobs:
             try:
-                fn(c, root)
-                done(c, None)
-            except Exception as e:  # noqa: BLE001 - one bad cell must not stop the sweep
-                done(c, f"{type(e).__name__}: {e}")
+                out = fn(j)
+            except Exception as e:  # noqa: BLE001 - one bad job must not stop the sweep
+                yield j, None, e
+                continue
+            yield j, out, None
 
 
 class ProcessExecutor:
@@ -455,31 +450,105 @@ class ProcessExecutor:
     def __init__(self, workers: int):
         self.workers = max(1, int(workers))
 
-    def map(self, fn, cells, root, done) -> None:
-        ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(self.workers, mp_context=ctx) as pool:
-            pending = {pool.submit(fn, c, root): c for c in cells}
+    def run(self, fn, jobs):
+        if not jobs:
+            return
+        with ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn")) as pool:
+            pending = {pool.submit(fn, j): j for j in jobs}
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:
-                    c = pending.pop(fut)
+                    j = pending.pop(fut)
                     err = fut.exception()
-                    done(c, None if err is None else f"{type(err).__name__}: {err}")
+                    yield j, (fut.result() if err is None else None), err
+
+
+class RayExecutor:
+    """Jobs as Ray tasks (``pip install bfclab[ray]``): on a local Ray instance of ``workers``
+    CPUs started for the sweep (and shut down after it), or on the cluster at ``address``
+    (``ray start --head``; every node needs bfclab installed and the sweep folder on a shared
+    filesystem).  A task whose worker process dies is retried ``retries`` times (the cell's file
+    lock dies with it, and the rerun continues from the cell's checkpoint); an exception raised
+    by the cell itself is not retried, it is the cell's error.  Each task asks for ``threads``
+    CPUs."""
+
+    def __init__(self, workers: int = 2, address: str | None = None, retries: int = 1, threads: int = 1):
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ConfigError("--executor ray: Ray is not installed (pip install 'bfclab[ray]'); "
+                              "accepted without it: process") from None
+        self.workers, self.address, self.retries, self.threads = max(1, int(workers)), address, int(retries), threads
+
+    @contextlib.contextmanager
+    def session(self):
+        import ray
+
+        started = False
+        if not ray.is_initialized():
+            kw = {"address": self.address} if self.address else {"num_cpus": self.workers}
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, **kw)
+            started = True
+        try:
+            yield ray
+        finally:
+            if started:
+                ray.shutdown()
+
+    def run(self, fn, jobs):
+        if not jobs:
+            return
+        with self.session() as ray:
+            task = ray.remote(_call).options(max_retries=self.retries, retry_exceptions=False,
+                                             num_cpus=max(1, int(self.threads)))
+            pending = {task.remote(fn, j): j for j in jobs}
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    j = pending.pop(ref)
+                    try:
+                        yield j, ray.get(ref), None
+                    except ray.exceptions.RayTaskError as e:  # the job's own exception
+                        yield j, None, e.as_instanceof_cause()
+                    except ray.exceptions.RayError as e:  # the worker died more often than retried
+                        yield j, None, e
+
+
+def _call(fn, job):
+    return fn(job)
+
+
+EXECUTORS = ("process", "ray")
+
+
+def make_executor(name: str, workers: int, address: str | None = None, threads: int = 1) -> Executor:
+    """``process``: this process (``workers`` <= 1) or a local pool; ``ray``: :class:`RayExecutor`."""
+    if name == "ray":
+        return RayExecutor(workers, address, threads=threads)
+    if name != "process":
+        raise ConfigError(f"--executor: unknown {name!r}; accepted: {', '.join(EXECUTORS)}")
+    if address is not None:
+        raise ConfigError("--address: only with --executor ray")
+    return ProcessExecutor(workers) if workers > 1 else SerialExecutor()
 
 
 def run_sweep(grid: Grid, root: str | Path, workers: int = 1, progress: bool | None = None,
-              threads: int = 1, overwrite: bool = False, batched: bool = True) -> list[dict]:
+              threads: int = 1, overwrite: bool = False, batched: bool = True, executor: str = "process",
+              address: str | None = None) -> list[dict]:
     """Run every unfinished cell of ``grid`` into ``root`` (``threads`` torch threads per cell);
     return the collected rows (the PAPER_NOTES §7.3 experiments are run this way).
 
     ``batched``: deep cells that start afresh and share a growth plan and shapes train together
-    (:func:`batch_groups`, :mod:`bfclab.batched`), in this process; the other cells run one per
-    worker.
+    (:func:`batch_groups`, :mod:`bfclab.batched`), a group per job; the other cells run one per
+    job.  ``executor``: ``process`` (this process when ``workers`` <= 1, else a local pool of
+    ``workers``) or ``ray`` (:class:`RayExecutor`: a local instance of ``workers`` CPUs, or the
+    cluster at ``address``).
 
     A cell whose folder holds the result of a different config is never replaced silently: the
     sweep stops before running anything, naming the cell and the key, unless ``overwrite``.
     """
     root = Path(root)
+    pool = make_executor(executor, workers, address, threads)
     conflicts = [c for c in (cell.conflict(root) for cell in grid.cells) if c]
     if conflicts and not overwrite:
         raise ConfigError(f"sweep folder '{root}': {len(conflicts)} cell(s) hold results of a different config "
@@ -514,17 +583,21 @@ def run_sweep(grid: Grid, root: str | Path, workers: int = 1, progress: bool | N
             print(f"[{grid.name}] {'FAILED ' if err else ''}{cell.id}" + (f" ({err})" if err else ""),
                   file=sys.stderr, flush=True)
 
-    executor: Executor = ProcessExecutor(workers) if workers > 1 else SerialExecutor()
     t0, load0 = time.time(), os.getloadavg()
     groups, single = batch_groups(todo, root) if batched else ([], todo)
     groups = balance(groups, workers)
-    run_groups(groups, root, workers, threads, done)
-    # worker processes run `threads` torch threads each; in-process cells leave the caller's setting
-    executor.map(partial(run_cell, threads=threads if workers > 1 else 0), single, str(root), done)
+    # worker processes run `threads` torch threads each; in-process jobs leave the caller's setting
+    threads_in_job = 0 if isinstance(pool, SerialExecutor) else threads
+    if isinstance(pool, RayExecutor):
+        with pool.session():  # one Ray instance for the groups and the single cells
+            _run_jobs(pool, groups, single, root, threads_in_job, done)
+    else:
+        _run_jobs(pool, groups, single, root, threads_in_job, done)
     if bar is not None:
         bar.close()
     if todo:  # conditions of the last invocation that ran something
         write_json(root / "sweep.json", {"cells_run": len(todo), "cells_skipped": skipped, "workers": workers,
+                                         "executor": executor,
                                          "batched_groups": [len(g) for g in groups],
                                          "threads_per_cell": threads, "wall_seconds": time.time() - t0,
                                          "loadavg_start": list(load0), "loadavg_end": list(os.getloadavg()),
@@ -535,6 +608,13 @@ def run_sweep(grid: Grid, root: str | Path, workers: int = 1, progress: bool | N
     if errors:
         print(f"[{grid.name}] {len(errors)} cell(s) failed; first: {errors[0]}", file=sys.stderr)
     return rows
+
+
+def _run_jobs(pool: Executor, groups: list[list[Cell]], single: list[Cell], root: Path, threads: int,
+              done: Callable[[Cell, str | None], None]) -> None:
+    run_groups(groups, root, pool, threads, done)
+    for cell, _, err in pool.run(partial(run_cell, root=str(root), threads=threads), single):
+        done(cell, None if err is None else f"{type(err).__name__}: {err}")
 
 
 def machine() -> dict:
