@@ -43,6 +43,7 @@ rf_split            run seed      the random-feature ridge's fit/validation spli
 baseline_init       run seed      random features, two-layer network weights and batches
 seqkernel_split     run seed      the sequential kernel's split at each level (index = level)
 sample_reference    (fixed)       the sample on which the sample-complexity study measures
+floors              seed          the Gaussian pairs of a target's error floors (index 1: top level)
 ==================  ============  ======================================================
 """
 
@@ -86,6 +87,7 @@ STREAMS: dict[str, Stream] = {
     "baseline_init": Stream(1, 0, "random features, two-layer weights and batches"),
     "seqkernel_split": Stream(1, 0, "the sequential kernel's fit/validation split of level `index`"),
     "sample_reference": Stream(0, 123, "the sample-complexity study's reference sample"),
+    "floors": Stream(1_000_043, 43, "the Gaussian pairs of bfclab.floors"),
 }
 
 
