@@ -171,16 +171,21 @@ def render(data: dict) -> None:
         se = next((r["var_g_se"] / r["var_g"] for r in per.get("bfc", []) if r.get("var_g")), math.nan)
         rows.append([name, tc.L, tc.d, k, n_train(tc.d, tc.L), cell("bfc"), cell("layerwise"), cell("e2e"),
                      f"{ratio:.1f}x" if ratio == ratio else "", fe, te, f"{100 * se:.1f} %" if se == se else ""])
-        if b and "task" not in spec:  # the nMSE bars are for regression targets
-            verdict.append((name, med(b), ratio))
+        if b and "task" not in spec:  # the nMSE bars are for regression targets; a diverged seed is a failure
+            verdict.append((name, statistics.median([v if v == v else math.inf for v in b]), ratio))
     lines.append(markdown_table(head, rows))
     done = [v for v in verdict]
     ok = [v for v in done if v[1] <= SUCCESS]
     suite_med = med([v[1] for v in done])
     n_reg = sum("task" not in s for s in SUITE.values())
+    missing = sum(len(per) < len(METHODS) * data["seeds"] for per in (
+        [r for m in METHODS for r in runs.get(name, {}).get(m, [])] for name in SUITE))
     lines += ["", f"Regression targets with results: {len(done)} of {n_reg} (the classification targets' 0-1 "
-                  f"errors are in the table; the nMSE bars below do not apply to them).  A target whose row is "
-                  f"empty has not been run yet: the command resumes where the runs stopped."]
+                  f"errors are in the table; the nMSE bars below do not apply to them).  "
+                  + (f"{missing} target(s) are not complete yet: the command resumes where the runs stopped.  "
+                     if missing else "Every cell has run.  ")
+                  + "A diverged seed counts as an infinite error in the bars below (the table's medians are "
+                    "over the seeds that did not diverge)."]
     if done:
         frac = len(ok) / len(done)
         lw_ok = [v for v in ok if v[2] >= LAYERWISE_RATIO]
