@@ -34,6 +34,7 @@ def test_expand_is_the_cartesian_product():
     ({"grid": {"train.nope": [1]}}, "train.nope"),
     ({"grid": {}}, "grid"),
     ({"grid": {"seed": [0]}, "extra": 1}, "extra"),
+    ({"base": 1.0, "grid": [{"method": None}]}, "'base' must be a mapping"),  # found by tests/test_fuzz.py
     ({"base": {"train": {"lr": "x"}}, "grid": {"seed": [0]}}, "train.lr"),
     ({"grid": {"method": ["window:x"]}}, "method"),
     ({"grid": {"seed": [0, 0]}}, "seed"),

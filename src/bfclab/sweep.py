@@ -186,6 +186,8 @@ def expand(spec: dict, name: str = "sweep") -> Grid:
                 raise ConfigError(f"grid key '{k}': values must be numbers, strings, lists or mappings "
                                   f"(with string keys)") from None
     base = spec.get("base") or {}
+    if not isinstance(base, dict):
+        raise ConfigError(f"grid file: 'base' must be a mapping of config keys, got {type(base).__name__}")
     baseline = spec.get("baseline") or {}
     if not isinstance(baseline, dict) or not all(isinstance(v, dict) for v in baseline.values() if v is not None):
         raise ConfigError("grid file: 'baseline' must map baseline method names to mappings of their options")
