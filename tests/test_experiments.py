@@ -33,7 +33,7 @@ def test_report_names_missing_results(tmp_path):
     build(tmp_path / "results", tmp_path / "docs", quick=True, compute=False)
     quick = [e for e in registry().values() if e.in_quick]
     assert {e.name for e in quick} >= {"correction", "window", "gap", "classification", "images-digits",
-                                       "mlp-mnist1d", "transformer-rules"}
+                                       "probe-mlp-mnist1d", "probe-transformer-rules"}
     for exp in quick:
         text = (tmp_path / "docs" / getattr(exp, "doc", "RESULTS.md")).read_text()
         assert f"run `{exp.command(True, tmp_path / 'results')}`" in text, exp.name

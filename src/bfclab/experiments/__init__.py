@@ -146,7 +146,7 @@ class ProbeExperiment:
     full size: every method of ``methods`` with seeds 0-2 and the example's ``overrides``
     (``--quick``: the factory's tiny data, e2e / layerwise / bfc, seed 0, one epoch a stage)."""
 
-    name: str               # results/probe/<name>
+    short: str              # results/probe/<short>; the experiment's name is probe-<short>
     spec: str               # FILE.py[:FUNC], relative to the repository
     title: str
     overrides: tuple = ()   # ((dotted key, value), ...): the example's documented settings
@@ -154,8 +154,12 @@ class ProbeExperiment:
     in_quick: bool = True
     doc: str = "PROBE.md"
 
+    @property
+    def name(self) -> str:
+        return f"probe-{self.short}"
+
     def folder(self, results: Path) -> Path:
-        return Path(results) / "probe" / self.name
+        return Path(results) / "probe" / self.short
 
     def plan(self, quick: bool):
         cfg = PE.SpecRunConfig(spec=self.spec, tiny=quick)
@@ -183,7 +187,7 @@ class ProbeExperiment:
                     overwrite=overwrite)
 
     def sections(self, results: Path, figdir: Path, quick: bool) -> list[Section]:
-        text = PE.markdown(self.folder(results), figdir, prefix=f"probe-{self.name}")
+        text = PE.markdown(self.folder(results), figdir, prefix=self.name)
         return [Section(f"probe: {self.title}", f"Command: `{self.command(quick, results)}`.\n\n{text}", self.doc)]
 
 
