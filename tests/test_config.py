@@ -143,10 +143,10 @@ def test_every_section_declares_its_limits():
     names = {sec: set(_limited(cls)) for sec, cls in SECTIONS.items()}
     assert names["target"] == {"d", "L", "kappa", "mc_samples", "var_samples"}
     assert names["data"] == {"n_train", "n_test", "n_monitor", "task", "label_noise"}
-    assert names["learner"] == {"kind", "m", "lift", "B"}
+    assert names["learner"] == {"kind", "m", "lift", "B", "width", "blocks", "embed"}
     assert names["train"] == {"steps_per_stage", "batch_size", "optimizer", "lr", "momentum", "schedule",
                               "min_lr_frac", "clip", "init_std", "lam_kw", "lam_k", "lam_w", "warm_start_frac",
-                              "log_every", "diverge_factor"}
+                              "log_every", "diverge_factor", "weight_decay"}
     assert len(RUN_CASES) > 30
 
 

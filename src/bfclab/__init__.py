@@ -18,7 +18,11 @@ What a researcher uses, importable from here::
   growth plan :func:`plan` / :class:`Segment` (§4.2, §5.3, §5.4); :class:`Result` (§7.3);
 * baselines (§6): :func:`make_estimator`, :func:`default_options`, ``ESTIMATORS``; :func:`nmse`
   scores any prediction as every bfclab run does;
-* grids: :func:`expand`, :func:`load_grid`, :func:`run_sweep`.
+* grids: :func:`expand`, :func:`load_grid`, :func:`run_sweep`;
+* any hierarchical target (issue 16): :func:`make_target` (``target.kind``: quadratic, rhm,
+  staircase, python:PATH:FUNC), the protocol :class:`HierarchicalTarget`, the built-in
+  :class:`RHM` and :class:`Staircase`, and :func:`train_net` (a generic MLP / CNN grown by the
+  same methods on any of them).
 """
 
 from __future__ import annotations
@@ -30,13 +34,16 @@ from .growth import Segment, plan
 from .learner import Learner
 from .methods import Method, parse_method
 from .metrics import nmse
+from .nets import train_net
 from .results import Result
 from .sweep import expand, load_grid, run_sweep
 from .target import Target
+from .targets import RHM, HierarchicalTarget, Staircase, make_target
 from .training import Run, make_data, train
 
 __all__ = [
-    "ConfigError", "DataConfig", "ESTIMATORS", "Learner", "LearnerConfig", "Method", "Result", "Run", "RunConfig",
+    "ConfigError", "DataConfig", "ESTIMATORS", "HierarchicalTarget", "Learner", "LearnerConfig", "Method", "Result", "Run", "RunConfig",
     "Segment", "Target", "TargetConfig", "TrainConfig", "apply_mapping", "default_options", "expand", "load_grid",
-    "make_data", "make_estimator", "nmse", "parse_method", "plan", "run_sweep", "set_key", "train",
+    "RHM", "Staircase", "make_data", "make_estimator", "make_target", "nmse", "parse_method", "plan", "run_sweep",
+    "set_key", "train", "train_net",
 ]

@@ -28,9 +28,13 @@ def build_config(args: argparse.Namespace, extra: list[str], base: dict | None =
         cfg.seed = args.seed
     for key, value in parse_overrides(extra):
         set_key(cfg, key, value)
+    from .nets import NETS, validate_net
     from .training import validate
 
-    validate(cfg)
+    if cfg.learner.kind in NETS:
+        validate_net(cfg)
+    else:
+        validate(cfg)
     return cfg
 
 
@@ -53,6 +57,8 @@ def cmd_train(args, extra) -> int:
     from .results import read_records
 
     out = Path(args.out)
+    if cfg.learner.kind in ("mlp", "cnn"):
+        return train_generic_net(cfg, out, args)
     finished = args.resume and not args.overwrite and (out / "result.json").exists()  # reported, not rewritten
     res = train(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=None).result
     if not finished:
@@ -60,6 +66,25 @@ def cmd_train(args, extra) -> int:
     fe = " ".join(f"L{l}={v:.4f}" for l, v in res.feature_error.items())
     print(f"{cfg.method} seed {cfg.seed}: {res.error_name} {res.error:.3e}; feature error {fe}; "
           f"{res.seconds:.1f}s -> {args.out}")
+    return 0
+
+
+def train_generic_net(cfg: RunConfig, out: Path, args) -> int:
+    """``bfclab train`` of a generic net (``learner.kind`` mlp | cnn) on any target kind."""
+    from .nets import NetRun
+    from .training import prepare_out
+
+    if args.resume:
+        raise ConfigError(f"--resume: a {cfg.learner.kind} run does not resume; rerun it (with --overwrite)")
+    net = NetRun(cfg, None, progress=None)  # data and net built (and checked) before anything is written
+    prepare_out(out, cfg, resume=False, overwrite=args.overwrite)
+    net.out = net.probe.out = out
+    res = net.run()
+    levels = res.extra.get("level_error") or {}
+    last = levels.get(max(levels)) if levels else {}
+    fe = " ".join(f"L{l}={v:.3f}" for l, v in (last or {}).items())
+    print(f"{cfg.method} seed {cfg.seed} ({res.extra['target']}; {cfg.learner.kind}): {res.error_name} "
+          f"{res.error:.3e}" + (f"; last block's level errors {fe}" if fe else "") + f"; {res.seconds:.1f}s -> {out}")
     return 0
 
 

@@ -68,10 +68,15 @@ class TargetConfig:
     ``conn`` is a preset name ("chain", "chain+input", "chain+input+const") or an explicit list,
     one entry per level 2..L, of the lower levels feeding that level (it must contain l-1).
     ``alphas`` (one per level 2..L) wins over the gap ratio ``rho`` (alpha_l = rho^(l-2)).
+    ``kind`` names the target (issue 16): ``quadratic`` is this class, any other kind
+    (``rhm``, ``staircase``, ``python:PATH:FUNC`` for a user's own, :mod:`bfclab.targets`) takes
+    its options from ``options`` and uses ``seed`` only; the fields below are then unused.
     ``mc_samples``: the sample that freezes each level's centring and scale; ``var_samples``: the
     fresh sample that estimates the population Var(G*), the normaliser of test nMSE (issue 11).
     """
 
+    kind: str = "quadratic"  # quadratic | rhm | staircase | python:PATH:FUNC (bfclab.targets, issue 16)
+    options: dict = field(default_factory=dict)  # a non-quadratic kind's options (e.g. rhm: v, m, s, L, n_c)
     d: int = opt(32, gt=0)
     L: int = opt(4, ge=2, le=10)  # levels 2..L; at most 10 (output degree 512)
     widths: list = field(default_factory=lambda: [4])
@@ -108,9 +113,12 @@ class LearnerConfig:
     passed upward plus a wide W of width m for the read-out, tied by the K-W regulariser).
     ``lift``: rows of each fixed random lift R_j (None = k(k+1)/2, the smallest that spans all
     quadratic forms).  ``B``: truncation of the square (inf = plain square).
+    ``mlp`` / ``cnn`` (issue 16): a generic deep ReLU network of ``blocks`` blocks of ``width``
+    units, grown by the same methods on any target (:mod:`bfclab.nets`; discrete inputs through an
+    embedding of width ``embed``; ``cnn``: kernel = stride = the target's patch size).
     """
 
-    kind: str = opt("simple", choices=("simple", "paper"))
+    kind: str = opt("simple", choices=("simple", "paper", "mlp", "cnn"))
     m: int = opt(64, gt=0)
     lift: int | None = opt(None, gt=0)
     B: float = opt(math.inf, gt=0, inf=True)
@@ -118,6 +126,9 @@ class LearnerConfig:
     lift_center: bool = True
     learn_scales: bool = True
     bias: bool = True
+    width: int = opt(256, gt=0)  # mlp / cnn: units (channels) per block
+    blocks: int | None = opt(None, gt=0)  # mlp / cnn: number of blocks (None: the target's depth)
+    embed: int = opt(16, gt=0)  # mlp / cnn: embedding width of a discrete input's symbols
 
 
 @dataclass
@@ -144,6 +155,7 @@ class TrainConfig:
     checkpoint_every: int = 0
     diverge_factor: float = opt(1e4, gt=0)
     device: str = "cpu"
+    weight_decay: float = opt(0.0, ge=0)  # mlp / cnn only (AdamW / SGD weight decay)
 
 
 @dataclass
@@ -252,6 +264,12 @@ def _coerce(value: Any, typ: Any, name: str, keys: Keys = CONFIG_KEYS, nullable:
         if not isinstance(value, (str, int, float)):
             raise ConfigError(f"{where}: expected a string{orn}, got {value!r}")
         return str(value)
+    if typ is dict or origin is dict:
+        if isinstance(value, str):
+            value = _parse_literal(value)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping{orn}, got {value!r}")
+        return dict(value)
     if typ is list or origin is list:
         if isinstance(value, str):
             value = _parse_literal(value)
@@ -379,6 +397,9 @@ def set_key(cfg: Any, dotted: str, value: Any, keys: Keys = CONFIG_KEYS) -> None
             setattr(obj, part, _coerce(value, hints[part], dotted, keys))
             return
         obj = getattr(obj, part)
+        if isinstance(obj, dict):  # a mapping field (target.options): the rest of the key is one entry
+            obj[".".join(parts[i + 1:])] = _parse_literal(value) if isinstance(value, str) else value
+            return
         if not dataclasses.is_dataclass(obj):
             raise ConfigError(keys.unknown(dotted, f"'{part}' has no sub-keys", None))
 

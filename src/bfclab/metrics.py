@@ -107,6 +107,17 @@ class Score:
         return torch.div(torch.arange(start, stop, dtype=torch.int64) * self.B, self.n, rounding_mode="floor")
 
     @torch.no_grad()
+    def add_points(self, start: int, point: torch.Tensor, loss: torch.Tensor | None = None) -> None:
+        """Points ``start .. start + len(point)``: their errors as given (e.g. a multi-class 0-1
+        error, ``argmax != y``) and optionally their losses."""
+        point = point.detach().to(torch.float64).cpu()
+        idx = self._blocks(start, start + point.shape[0])
+        self.block_sum.index_add_(0, idx, point)
+        self.block_count.index_add_(0, idx, torch.ones_like(point))
+        if loss is not None:
+            self.loss_sum += float(loss.detach().to(torch.float64).sum())
+
+    @torch.no_grad()
     def add(self, start: int, pred: torch.Tensor, y: torch.Tensor, feats: dict | None = None,
             true: dict | None = None, terms: dict | None = None, true_terms: dict | None = None) -> None:
         """Points ``start .. start + len(pred)`` of the test set: predictions, labels and, per

@@ -158,6 +158,8 @@ def plot_vs(panels: list[dict], path: Path, title: str = "") -> None:
             ax.set_xticks(p["xticks"][0], p["xticks"][1])
         ax.set_xlabel(p["xlabel"])
         ax.set_ylabel(p["ylabel"])
+        if p.get("title"):
+            ax.set_title(p["title"], fontsize=10)
         ax.grid(alpha=0.3, which="both")
         if len(p["lines"]) > 6:
             ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))

@@ -44,6 +44,11 @@ baseline_init       run seed      random features, two-layer network weights and
 seqkernel_split     run seed      the sequential kernel's split at each level (index = level)
 sample_reference    (fixed)       the sample on which the sample-complexity study measures
 floors              seed          the Gaussian pairs of a target's error floors (index 1: top level)
+rhm_rules           target.seed   the Random Hierarchy Model's production rules (``bfclab.targets.rhm``)
+staircase_support   target.seed   the staircase's coordinates, when shuffled (``bfclab.targets.staircase``)
+user_target         target.seed   the seed a user's own target factory is given (``python:`` targets)
+net_init            run seed      a generic deep net's initial weights (``bfclab.nets``)
+net_batches         run seed      a generic deep net's mini-batches (``bfclab.nets``)
 ==================  ============  ======================================================
 """
 
@@ -88,6 +93,11 @@ STREAMS: dict[str, Stream] = {
     "seqkernel_split": Stream(1, 0, "the sequential kernel's fit/validation split of level `index`"),
     "sample_reference": Stream(0, 123, "the sample-complexity study's reference sample"),
     "floors": Stream(1_000_043, 43, "the Gaussian pairs of bfclab.floors"),
+    "rhm_rules": Stream(1_000_051, 47, "the Random Hierarchy Model's production rules"),
+    "staircase_support": Stream(1_000_061, 53, "the staircase's shuffled coordinates"),
+    "user_target": Stream(1, 0, "the seed a user's own target factory is given"),
+    "net_init": Stream(1_000_067, 59, "a generic deep net's initial weights"),
+    "net_batches": Stream(1_000_069, 61, "a generic deep net's mini-batches"),
 }
 
 

@@ -48,12 +48,30 @@ from tqdm import tqdm
 
 from .baselines.fit import run_baseline
 from .batched import group_key, train_many
-from .baselines.registry import ESTIMATORS, resolve_options
+from .baselines.registry import ESTIMATORS, check_applies, resolve_options
 from .config import ConfigError, RunConfig, apply_mapping, load_file, set_key, to_dict
 from .methods import METHODS, DivergenceError, is_deep, parse_method
 from .results import Result, atomic_write_bytes, dumps, error_names, read_json_mapping, write_json
+from .nets import NETS, train_net, validate_net
+from .nets import check_applies as check_applies_net
 from .target import Target
+from .targets import Quadratic, make_target, validate_target
 from .training import CHECKPOINT, load_checkpoint, train, validate
+
+def uses_net(cfg: RunConfig) -> bool:
+    """A deep cell trained as a generic net (:mod:`bfclab.nets`) rather than by the quadratic
+    class's learner (:mod:`bfclab.training`)."""
+    return cfg.learner.kind in NETS
+
+
+def check_net(cfg: RunConfig) -> None:
+    """A generic-net cell's config, and that its net can be built for its target (a ``cnn``
+    needs a patch structure; one-line errors naming both)."""
+    validate_net(cfg)
+    if cfg.learner.kind == "cnn":
+        quadratic = cfg.target.kind == "quadratic"  # its protocol view has no patch: no need to build it
+        check_applies_net(Quadratic if quadratic else make_target(cfg.target, cfg.data), cfg.learner)
+
 
 def check_method(method: str) -> None:
     """A deep training method (bfclab.training) or a baseline name (bfclab.baselines.registry)."""
@@ -237,8 +255,13 @@ def _product(grid: dict, base: dict, baseline: dict, probe: RunConfig) -> list[C
         opts = baseline.get(method, {}) if not is_deep(method) else {}
         if is_deep(method):
             test.method = method
-            validate(test)
+            if uses_net(test):
+                check_net(test)
+            else:
+                validate(test)
         else:
+            check_applies(method, test.target.kind)
+            validate_target(test.target)
             resolve_options(method, opts)
         cells.append(Cell(ov, json.dumps(base, sort_keys=True), json.dumps(opts, sort_keys=True)))
     return cells
@@ -307,7 +330,7 @@ def batch_groups(cells: list[Cell], root: str | Path) -> tuple[list[list[Cell]],
     groups: dict[str, list[Cell]] = {}
     rest = []
     for c in cells:
-        if is_deep(c.method) and not (Path(root) / "cells" / c.id / CHECKPOINT).exists():
+        if is_deep(c.method) and not uses_net(c.config()) and not (Path(root) / "cells" / c.id / CHECKPOINT).exists():
             groups.setdefault(group_key(c.config()), []).append(c)
         else:
             rest.append(c)
@@ -396,7 +419,7 @@ def _run_cell_locked(cell: Cell, d: Path, threads: int) -> None:
         torch.set_num_threads(int(threads))
     cfg = cell.config()
     resume = False
-    if is_deep(cell.method) and (d / CHECKPOINT).exists() and not (d / "result.json").exists():
+    if is_deep(cell.method) and not uses_net(cfg) and (d / CHECKPOINT).exists() and not (d / "result.json").exists():
         try:  # a killed cell: continue it where its checkpoint stands
             load_checkpoint(d / CHECKPOINT, cfg)
             resume = True
@@ -407,7 +430,12 @@ def _run_cell_locked(cell: Cell, d: Path, threads: int) -> None:
     else:
         write_json(d / "cell.json", {"overrides": dict(cell.overrides), "base": json.loads(cell.base),
                                      "baseline": json.loads(cell.baseline)})
-    if is_deep(cell.method):
+    if is_deep(cell.method) and uses_net(cfg):
+        try:
+            train_net(cfg, d, progress=False, log=lambda s: None)
+        except DivergenceError as e:
+            write_json(d / "result.json", diverged_result(cfg, str(e)))
+    elif is_deep(cell.method):
         try:
             train(cfg, d, resume=resume, progress=False, log=lambda s: None)
         except DivergenceError as e:  # a diverged cell is a result too, recorded as such

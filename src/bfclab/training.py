@@ -46,6 +46,10 @@ FULL_EVENTS = ("stage_end", "final")
 CHECKPOINT_FORMAT = "bfclab-checkpoint-1"
 
 
+#: the learners of :mod:`bfclab.learner` (the quadratic class only); mlp / cnn are bfclab.nets'
+QUADRATIC_LEARNERS = ("simple", "paper")
+
+
 def validate(cfg: RunConfig) -> Method:
     """Check the whole run config before anything is written (one-line ConfigError): finite
     numbers and every field's limits and choices (the ``opt`` metadata of :mod:`bfclab.config`),
@@ -53,6 +57,12 @@ def validate(cfg: RunConfig) -> Method:
     method = parse_method(cfg.method)
     check_finite(cfg)  # learner.B may be inf (opt(..., inf=True))
     check_limits(cfg)
+    if cfg.learner.kind not in QUADRATIC_LEARNERS:
+        raise ConfigError(f"config key 'learner.kind': {cfg.learner.kind!r} is a generic network, trained by "
+                          f"bfclab.nets (bfclab.train_net; the CLI and sweeps choose it themselves)")
+    if cfg.target.kind != "quadratic":
+        raise ConfigError(f"config key 'learner.kind': the {cfg.learner.kind!r} learner learns the quadratic class "
+                          f"only, not target.kind {cfg.target.kind!r}; accepted for it: mlp, cnn")
     validate_target(cfg.target)
     validate_learner(cfg.learner)
     resolve_device(cfg.train.device)

@@ -1,18 +1,23 @@
 """Exact kernel ridge regression (PAPER_NOTES §6: "any kernel method"; §7.3 A.5 KRR baselines).
 
 Solves (K + n lam kbar I) alpha = y - ybar exactly, with the conventions of
-:mod:`bfclab.baselines.ridge` (centred labels, normalised ridge lam, kbar = mean k(x_i, x_i)):
+:mod:`bfclab.baselines.ridge` (centred labels, normalised ridge lam, kbar = mean k(x_i, x_i)).
+y is (n,) or (n, C): C label columns (e.g. a one-hot class label) are C right-hand sides of the
+same system, centred per column, solved with one factorisation; alpha is then (n, C) and
+``predict`` returns (n, C).
 
 1. **Memory check first.**  Before the Gram matrix is allocated, the peak memory of the fit is
    estimated (:func:`fit_bytes`: the lower half of the Gram matrix, the prepared rows, the block
-   temporaries, allocator/library slack and the ridge selection) and compared with ``mem_fraction`` of the free memory of
+   temporaries, allocator/library slack and the ridge selection; the label vectors, alpha and
+   the solve's work vector once per label column) and compared with ``mem_fraction`` of the free memory of
    the device (:func:`available_memory`: MemAvailable from /proc/meminfo on the CPU,
    ``torch.cuda.mem_get_info`` on a GPU).  Too large an n raises :class:`ConfigError` with one
    line naming the largest n that fits.  (n = 40000 in float32 needs about 3.2 GiB.)
 2. **Ridge selection** (unless ``ridge`` is given): on a random sub-sample of ``select_n``
    training points, split into fit and validation (``val_frac``), one float64
    eigendecomposition of the fit part's Gram matrix scores every grid value at once
-   (``ridge.holdout_errors``).  The chosen lam is the per-sample ridge of the normalised
+   (``ridge.holdout_errors``; with C columns one lam for all, scored by the validation MSE
+   averaged over the columns).  The chosen lam is the per-sample ridge of the normalised
    objective and is used unchanged at full n; since the best lam usually shrinks as n grows, the
    transfer errs on the side of more regularisation when n >> ``select_n`` (pass ``ridge`` or a
    larger ``select_n`` to avoid it).
@@ -39,7 +44,8 @@ import torch
 from .. import seeds
 from ..config import ConfigError
 from .kernels import Kernel, rows
-from .ridge import DEFAULT_GRID, choose, grid_values, holdout_errors, resolve_dtype, ridge_floor, spd_solve, split
+from .ridge import (DEFAULT_GRID, centred, check_targets, choose, grid_values, holdout_errors, label_means,
+                    resolve_dtype, ridge_floor, spd_solve, split)
 from .tiled import TiledSymmetric
 
 GiB = 2**30
@@ -66,10 +72,13 @@ def available_memory(device: torch.device | str) -> int | None:
     return None
 
 
-def fit_bytes(n: int, d: int, kernel: Kernel, itemsize: int, block_size: int, select_n: int | None) -> int:
-    """Estimated peak bytes of ``KRR.fit`` at n training points (see the module docstring)."""
+def fit_bytes(n: int, d: int, kernel: Kernel, itemsize: int, block_size: int, select_n: int | None,
+              outputs: int = 1) -> int:
+    """Estimated peak bytes of ``KRR.fit`` at n training points with ``outputs`` label columns
+    (see the module docstring)."""
     gram = TiledSymmetric.numel(n, block_size) * itemsize
-    rows_ = n * (kernel.prepared_width(d) + d + 4) * itemsize  # prepared rows, x, y, alpha
+    # prepared rows, x; per label column: y, y - ybar, the solve's work vector, alpha
+    rows_ = n * (kernel.prepared_width(d) + d + 4 * outputs) * itemsize
     b = min(block_size, n)
     blocks = (kernel.block_temporaries() + 1) * b * b * itemsize  # one Gram block in flight, one solve block
     slack = 4 * b * b * itemsize + 64 * 2**20  # freed blocks the allocator keeps, BLAS/LAPACK workspace
@@ -78,17 +87,19 @@ def fit_bytes(n: int, d: int, kernel: Kernel, itemsize: int, block_size: int, se
         return main
     s = min(n, select_n)
     selection = 4 * s * s * 8 + s * (kernel.prepared_width(d) + d) * 8  # Gram, eigvecs, workspace
+    selection += 3 * s * (outputs - 1) * 8  # columns beyond the first: U^T y, predictions, residuals
     return max(main, selection + rows_)
 
 
-def largest_n(budget: float, d: int, kernel: Kernel, itemsize: int, block_size: int, select_n: int | None) -> int:
+def largest_n(budget: float, d: int, kernel: Kernel, itemsize: int, block_size: int, select_n: int | None,
+              outputs: int = 1) -> int:
     """The largest n with ``fit_bytes(n) <= budget`` (0 if none): bisection on a monotone count."""
     lo, hi = 0, 1
-    while fit_bytes(hi, d, kernel, itemsize, block_size, select_n) <= budget:
+    while fit_bytes(hi, d, kernel, itemsize, block_size, select_n, outputs) <= budget:
         lo, hi = hi, hi * 2
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if fit_bytes(mid, d, kernel, itemsize, block_size, select_n) <= budget:
+        if fit_bytes(mid, d, kernel, itemsize, block_size, select_n, outputs) <= budget:
             lo = mid
         else:
             hi = mid
@@ -96,19 +107,21 @@ def largest_n(budget: float, d: int, kernel: Kernel, itemsize: int, block_size: 
 
 
 def check_memory(n: int, d: int, kernel: Kernel, dtype: torch.dtype, device: torch.device, block_size: int,
-                 select_n: int | None, mem_fraction: float) -> None:
-    """Raise a one-line ConfigError if the fit at n points would not fit in ``device`` memory."""
+                 select_n: int | None, mem_fraction: float, outputs: int = 1) -> None:
+    """Raise a one-line ConfigError if the fit at n points (``outputs`` label columns) would not
+    fit in ``device`` memory."""
     avail = available_memory(device)
     if avail is None:
         return
     itemsize = torch.finfo(dtype).bits // 8
-    need = fit_bytes(n, d, kernel, itemsize, block_size, select_n)
+    need = fit_bytes(n, d, kernel, itemsize, block_size, select_n, outputs)
     budget = mem_fraction * avail
     if need <= budget:
         return
-    nmax = largest_n(budget, d, kernel, itemsize, block_size, select_n)
+    nmax = largest_n(budget, d, kernel, itemsize, block_size, select_n, outputs)
+    cols = f" with {outputs} label columns" if outputs > 1 else ""
     raise ConfigError(
-        f"krr: n={n} training points need {need / GiB:.1f} GiB on {device} (lower half of a "
+        f"krr: n={n} training points{cols} need {need / GiB:.1f} GiB on {device} (lower half of a "
         f"{str(dtype)[6:]} {n}x{n} Gram matrix) but {budget / GiB:.1f} GiB is usable ({mem_fraction:.0%} of "
         f"{avail / GiB:.1f} GiB free); the largest n that fits is {nmax}"
     )
@@ -119,8 +132,8 @@ class KRR:
     The options' limits are checked where they are parsed (``registry.KRROptions``), not here.
 
     ``ridge``: a fixed normalised ridge lam, or None to choose it from ``ridge_grid`` on a
-    validation split of a ``select_n`` sub-sample.  After ``fit``: ``alpha_`` (dual
-    coefficients), ``ridge_`` (lam used), ``shift_`` (what was added to the Gram diagonal),
+    validation split of a ``select_n`` sub-sample.  ``fit(x, y)``: y (n,) or (n, C) (module
+    docstring).  After ``fit``: ``alpha_`` (dual coefficients, (n,) or (n, C)), ``ridge_`` (lam used), ``shift_`` (what was added to the Gram diagonal),
     ``selection_`` (grid, validation MSEs, choice), ``timings_`` (seconds per phase) and ``info``
     (all of these as one JSON-able dict).
     """
@@ -140,7 +153,8 @@ class KRR:
 
     # ---- ridge selection ---------------------------------------------------------------------
     def select_ridge(self, x: torch.Tensor, yc: torch.Tensor) -> float:
-        """Choose lam on a sub-sample (one float64 eigendecomposition, all grid values at once)."""
+        """Choose lam on a sub-sample (one float64 eigendecomposition, all grid values at once;
+        yc (n,) or (n, C): the validation MSE is averaged over the columns)."""
         n = x.shape[0]
         gen = seeds.generator("krr_select", self.seed)
         sub = torch.randperm(n, generator=gen)[: min(n, self.select_n)]
@@ -163,15 +177,14 @@ class KRR:
     # ---- fit / predict -----------------------------------------------------------------------
     def fit(self, x: torch.Tensor, y: torch.Tensor) -> "KRR":
         n, d = x.shape
-        if y.shape != (n,):
-            raise ValueError(f"y must have shape ({n},), got {tuple(y.shape)}")
+        outputs = check_targets(y, n)
         check_memory(n, d, self.kernel, self.dtype, self.device, self.block_size,
-                     None if self.ridge is not None else self.select_n, self.mem_fraction)
+                     None if self.ridge is not None else self.select_n, self.mem_fraction, outputs or 1)
         t0 = time.perf_counter()
         x = x.to(self.device, self.dtype)
         y = y.to(self.device, self.dtype)
-        self.y_mean_ = float(y.double().mean())
-        yc = y - self.y_mean_
+        self.y_mean_ = label_means(y)  # a float for y (n,), a float64 (C,) tensor for y (n, C)
+        yc = centred(y, self.y_mean_)
         self.selection_ = None
         lam = max(float(self.ridge), ridge_floor(self.dtype)) if self.ridge is not None else self.select_ridge(x, yc)
         t1 = time.perf_counter()
@@ -204,9 +217,10 @@ class KRR:
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, self.dtype)
         px = self.kernel.prepare(x)
-        out = torch.empty(x.shape[0], dtype=self.dtype, device=self.device)
+        out = torch.empty((x.shape[0],) + tuple(self.alpha_.shape[1:]), dtype=self.dtype, device=self.device)
         step = max(64, self.block_size**2 // self.alpha_.shape[0])  # blocks of ~block_size^2 entries
         for a in range(0, x.shape[0], step):
             b = min(x.shape[0], a + step)
             out[a:b] = self.kernel.block(rows(px, a, b), self.prep_) @ self.alpha_
-        return out.double().cpu() + self.y_mean_
+        out = out.double().cpu()
+        return out + self.y_mean_ if isinstance(self.y_mean_, float) else out + self.y_mean_.cpu()

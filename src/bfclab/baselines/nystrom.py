@@ -12,6 +12,12 @@ normalised ridge lam, kbar = mean k(x_i, x_i)):
 With m = n and the centres = the training points this is exact KRR, (K + n lam kbar I) a = yc
 (the tests check it against :class:`~.krr.KRR`).
 
+**Labels** y (n,) or (n, C): C label columns (e.g. a one-hot class label) are C right-hand sides
+of the same system, centred per column; a is then (m, C) and ``predict`` returns (n, C).  The
+C conjugate-gradient recurrences run together as a block of vectors (one pass over K_nm per
+iteration for all columns, each column with its own step sizes); a column whose relative
+residual is below ``tol`` is frozen, and the iteration stops once every column is.
+
 **Preconditioner** (FALKON): K_nm^T K_nm / n ~ K_mm^2 / m on uniformly drawn centres, so
 H ~ T^T A^T A T with T^T T = K_mm + jitter (upper Cholesky factor) and A^T A = T T^T / m +
 lam kbar I.  Conjugate gradients run on A^-T T^-T H T^-1 A^-1 (condition number O(1) once m is
@@ -22,11 +28,13 @@ the products with K_nm run in ``dtype``.
 ``cache="auto"`` it is kept when n m entries fit in the memory budget after everything else
 (then one CG iteration is two matrix-vector products), otherwise every iteration recomputes it in
 row blocks of ``block_size`` (n m (d + 2) flops an iteration).  The estimate is checked before
-anything is allocated (one-line error naming the largest n that fits, like exact KRR).
+anything is allocated (one-line error naming the largest n that fits, like exact KRR); the label
+vectors and the CG vectors count once per label column.
 
 **Ridge** (unless ``ridge`` is given): chosen on a ``val_frac`` split at the full n (fit on the
 rest, scored on the split, one CG solve per grid value, largest ridge first, each warm-started
-from the previous), then refitted on all n.  A best value at the grid's edge extends the grid by
+from the previous; with C columns one ridge for all, scored by the validation MSE averaged over
+the columns), then refitted on all n.  A best value at the grid's edge extends the grid by
 a decade beyond it, up to ``extend`` times; a choice still at the edge is flagged in
 ``selection_["at_edge"]``.  There is no float32 floor: the
 ridge enters the float64 preconditioner and the CG iteration, not a float32 factorisation.
@@ -47,18 +55,19 @@ from .. import seeds
 from ..config import ConfigError
 from .kernels import Kernel, rows
 from .krr import GiB, available_memory
-from .ridge import DEFAULT_GRID, grid_values, resolve_dtype, split
+from .ridge import DEFAULT_GRID, centred, check_targets, grid_values, label_means, resolve_dtype, split
 
 CACHE = ("auto", "always", "never")
 
 
 def nystrom_bytes(n: int, d: int, m: int, kernel: Kernel, itemsize: int, block_size: int,
-                  cached: bool) -> int:
+                  cached: bool, outputs: int = 1) -> int:
     """Estimated peak bytes of a fit: the float64 m x m matrices (K_mm, T, A and temporaries),
-    the prepared rows of x and of the centres, the CG vectors, one K_nm row block in flight (or
-    all of K_nm when ``cached``) and allocator/library slack."""
+    the prepared rows of x and of the centres, the label vectors and the CG vectors (once per
+    label column, ``outputs``), one K_nm row block in flight (or all of K_nm when ``cached``) and
+    allocator/library slack."""
     square = 6 * m * m * 8
-    rows_ = (n + m) * (kernel.prepared_width(d) + d + 2) * itemsize + 8 * m * 8
+    rows_ = (n + m) * (kernel.prepared_width(d) + d + 2 * outputs) * itemsize + 8 * m * outputs * 8
     b = min(block_size, n)
     block = (kernel.block_temporaries() + 2) * b * m * itemsize
     knm = n * m * itemsize if cached else 0
@@ -69,7 +78,8 @@ class NystromKRR:
     """Nyström KRR by FALKON's preconditioned conjugate gradients (module docstring).  The options'
     limits are checked where they are parsed (``registry.NystromOptions``).
 
-    After ``fit``: ``alpha_`` (m coefficients), ``centres_`` (their training-set indices),
+    ``fit(x, y)``: y (n,) or (n, C) (module docstring).  After ``fit``: ``alpha_`` (m
+    coefficients, (m,) or (m, C)), ``centres_`` (their training-set indices),
     ``ridge_``, ``selection_`` (grid, validation MSEs, choice, ``at_edge``), ``cg_`` (iterations
     and final relative residual of the last solve), ``cached_`` (whether K_nm was kept),
     ``timings_`` and ``info`` (all of these as one JSON-able dict)."""
@@ -91,24 +101,27 @@ class NystromKRR:
         self.name = name or f"nystrom-{kernel.name}"
 
     # ---- memory ------------------------------------------------------------------------------
-    def plan_memory(self, n: int, d: int) -> bool:
-        """Whether K_nm is cached; a one-line ConfigError when even streaming does not fit."""
+    def plan_memory(self, n: int, d: int, outputs: int = 1) -> bool:
+        """Whether K_nm is cached; a one-line ConfigError when even streaming does not fit
+        (``outputs``: the number of label columns)."""
         m, itemsize = min(self.m, n), torch.finfo(self.dtype).bits // 8
         avail = available_memory(self.device)
         budget = None if avail is None else self.mem_fraction * avail
-        stream = nystrom_bytes(n, d, m, self.kernel, itemsize, self.block_size, cached=False)
+        stream = nystrom_bytes(n, d, m, self.kernel, itemsize, self.block_size, cached=False, outputs=outputs)
         if budget is not None and stream > budget:
             lo, hi = 0, n
             while hi - lo > 1:  # the largest n that streams within the budget
                 mid = (lo + hi) // 2
-                fits = nystrom_bytes(mid, d, min(m, mid), self.kernel, itemsize, self.block_size, False) <= budget
+                fits = nystrom_bytes(mid, d, min(m, mid), self.kernel, itemsize, self.block_size, False,
+                                     outputs) <= budget
                 lo, hi = (mid, hi) if fits else (lo, mid)
-            raise ConfigError(f"nystrom: n={n} training points with m={m} centres need {stream / GiB:.1f} GiB on "
+            cols = f" and {outputs} label columns" if outputs > 1 else ""
+            raise ConfigError(f"nystrom: n={n} training points with m={m} centres{cols} need {stream / GiB:.1f} GiB on "
                               f"{self.device} but {budget / GiB:.1f} GiB is usable; the largest n that fits is {lo} "
                               f"(or use fewer centres)")
         if self.cache == "never":
             return False
-        cached = nystrom_bytes(n, d, m, self.kernel, itemsize, self.block_size, cached=True)
+        cached = nystrom_bytes(n, d, m, self.kernel, itemsize, self.block_size, cached=True, outputs=outputs)
         fits = budget is None or cached <= budget
         if self.cache == "always" and not fits:
             raise ConfigError(f"nystrom option 'cache': 'always' needs {cached / GiB:.1f} GiB on {self.device} "
@@ -125,15 +138,15 @@ class NystromKRR:
             yield a, b, self.kernel.block(rows(px, a, b), pc)
 
     def _kt_k(self, px, pc, n, knm, u: torch.Tensor) -> torch.Tensor:
-        """K_nm^T K_nm u (float64 result, products in ``dtype``)."""
-        out = torch.zeros(u.shape[0], dtype=torch.float64, device=self.device)
+        """K_nm^T K_nm u (float64 result, products in ``dtype``; u (m,) or (m, C))."""
+        out = torch.zeros(u.shape, dtype=torch.float64, device=self.device)
         uu = u.to(self.dtype)
         for _, _, k in self._knm_blocks(px, pc, n, knm):
             out += (k.T @ (k @ uu)).double()
         return out
 
     def _kt(self, px, pc, n, knm, v: torch.Tensor) -> torch.Tensor:
-        """K_nm^T v (float64)."""
+        """K_nm^T v (float64; v (n,) or (n, C))."""
         out = None
         vv = v.to(self.dtype)
         for a, b, k in self._knm_blocks(px, pc, n, knm):
@@ -143,7 +156,8 @@ class NystromKRR:
 
     def _solve(self, px, pc, T: torch.Tensor, TTt: torch.Tensor, n: int, knm, yc: torch.Tensor, lam_k: float,
                beta0: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """FALKON's preconditioned CG for one ridge; returns (alpha, beta, CG record)."""
+        """FALKON's preconditioned CG for one ridge; returns (alpha, beta, CG record).  yc (n,) or
+        (n, C): the columns run as a block (:meth:`_cg_block`)."""
         m = T.shape[0]
         eye = torch.eye(m, dtype=torch.float64, device=self.device)
         A, jitter = None, 0.0
@@ -156,27 +170,38 @@ class NystromKRR:
         if A is None:
             raise RuntimeError("nystrom: the preconditioner's Cholesky factorisation failed")
 
+        one = yc.ndim == 1
+
+        def col(u):  # the triangular solves take a matrix: (m,) -> (m, 1); (m, C) as it is
+            return u[:, None] if one else u
+
+        def uncol(u):
+            return u[:, 0] if one else u
+
         def back(u):  # T^-1 A^-1 u
-            return torch.linalg.solve_triangular(T, torch.linalg.solve_triangular(A, u[:, None], upper=True),
-                                                 upper=True)[:, 0]
+            return uncol(torch.linalg.solve_triangular(T, torch.linalg.solve_triangular(A, col(u), upper=True),
+                                                       upper=True))
 
         def fwd_t(u):  # A^-T T^-T u
-            z = torch.linalg.solve_triangular(T.T, u[:, None], upper=False)
-            return torch.linalg.solve_triangular(A.T, z, upper=False)[:, 0]
+            z = torch.linalg.solve_triangular(T.T, col(u), upper=False)
+            return uncol(torch.linalg.solve_triangular(A.T, z, upper=False))
 
         def a_inv(u):
-            return torch.linalg.solve_triangular(A, u[:, None], upper=True)[:, 0]
+            return uncol(torch.linalg.solve_triangular(A, col(u), upper=True))
 
         def op(beta):  # A^-T (T^-T K_nm^T K_nm T^-1 A^-1 beta / n + lam A^-1 beta)
             w = a_inv(beta)
-            v = torch.linalg.solve_triangular(T, w[:, None], upper=True)[:, 0]
-            z = torch.linalg.solve_triangular(T.T, self._kt_k(px, pc, n, knm, v)[:, None] / n, upper=False)[:, 0]
+            v = uncol(torch.linalg.solve_triangular(T, col(w), upper=True))
+            z = uncol(torch.linalg.solve_triangular(T.T, col(self._kt_k(px, pc, n, knm, v)) / n, upper=False))
             # the jitter added to K_mm is part of the objective's regulariser: lam (K_mm + jitter) = lam T^T T
-            return torch.linalg.solve_triangular(A.T, (z + lam_k * w)[:, None], upper=False)[:, 0]
+            return uncol(torch.linalg.solve_triangular(A.T, col(z + lam_k * w), upper=False))
 
         rhs = fwd_t(self._kt(px, pc, n, knm, yc) / n)
-        beta = torch.zeros(m, dtype=torch.float64, device=self.device) if beta0 is None else beta0.clone()
+        beta = torch.zeros(rhs.shape, dtype=torch.float64, device=self.device) if beta0 is None else beta0.clone()
         r = rhs - op(beta) if beta0 is not None else rhs.clone()
+        if not one:
+            beta, cg = self._cg_block(op, rhs, beta, r)
+            return back(beta), beta, cg
         p, rr = r.clone(), float(r @ r)
         norm = float(rhs @ rhs) ** 0.5 or 1.0
         it = 0
@@ -191,10 +216,35 @@ class NystromKRR:
             it += 1
         return back(beta), beta, {"iterations": it, "relative_residual": rr ** 0.5 / norm}
 
+    def _cg_block(self, op, rhs: torch.Tensor, beta: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Conjugate gradients on op(beta) = rhs for C columns at once (rhs, beta, r: (m, C), r the
+        residual of beta): every column is the single-column recurrence with its own step sizes,
+        ``op`` is applied to all of them together; a column whose relative residual is at most
+        ``tol`` is frozen (it keeps its iterate, as a solve of that column alone would), and the
+        iteration stops when every column is, or after ``iterations`` steps."""
+        norm = rhs.pow(2).sum(0).sqrt()
+        norm = torch.where(norm > 0, norm, torch.ones_like(norm))
+        p, rr = r.clone(), r.pow(2).sum(0)
+        active = rr.sqrt() > self.tol * norm
+        it = 0
+        while it < self.iterations and bool(active.any()):
+            q = op(p)
+            step = torch.where(active, rr / (p * q).sum(0), torch.zeros_like(rr))  # 0 (frozen): no 0/0 kept
+            beta += step * p
+            r -= step * q
+            rr_new = r.pow(2).sum(0)
+            p = torch.where(active, r + (rr_new / rr) * p, p)
+            rr = torch.where(active, rr_new, rr)
+            active = active & (rr.sqrt() > self.tol * norm)
+            it += 1
+        res = (rr.sqrt() / norm).tolist()
+        return beta, {"iterations": it, "relative_residual": max(res), "relative_residuals": res}
+
     def _fit_on(self, x: torch.Tensor, yc: torch.Tensor, centres: torch.Tensor, lams: list[float], cached: bool,
                 kbar: float, score=None, extend: int = 0):
         """Solve for every normalised ridge in ``lams`` (largest first, warm-started) on (x, yc)
-        with the given centres; ``score(alpha, prepared centres) -> float`` for each.  With
+        (yc (n,) or (n, C)) with the given centres; ``score(alpha, prepared centres) -> float`` for
+        each.  With
         ``extend`` > 0 and a score, a best ridge at the grid's edge extends the grid by a decade
         beyond it, up to ``extend`` times."""
         n = x.shape[0]
@@ -235,14 +285,13 @@ class NystromKRR:
 
     def fit(self, x: torch.Tensor, y: torch.Tensor) -> "NystromKRR":
         n, d = x.shape
-        if y.shape != (n,):
-            raise ValueError(f"y must have shape ({n},), got {tuple(y.shape)}")
-        cached = self.plan_memory(n, d)
+        outputs = check_targets(y, n)
+        cached = self.plan_memory(n, d, outputs or 1)
         t0 = time.perf_counter()
         x = x.to(self.device, self.dtype)
         y = y.to(self.device, torch.float64)
-        self.y_mean_ = float(y.mean())
-        yc = y - self.y_mean_
+        self.y_mean_ = label_means(y)  # a float for y (n,), a float64 (C,) tensor for y (n, C)
+        yc = centred(y, self.y_mean_)
         gen = seeds.generator("nystrom_centres", self.seed)
         m = min(self.m, n)
         kbar = float(self.kernel.diag_prepared(self.kernel.prepare(x)).double().mean())
@@ -254,7 +303,7 @@ class NystromKRR:
             sub = torch.randperm(len(fit_i), generator=gen)[:m].to(self.device)
             pv = self.kernel.prepare(xv)
 
-            def score(alpha, pc):
+            def score(alpha, pc):  # the validation MSE, averaged over the label columns
                 pred = self._predict_prepared(pv, pc, alpha)
                 return float((pred - yc[val_i]).pow(2).mean())
 
@@ -277,7 +326,7 @@ class NystromKRR:
 
     def _predict_prepared(self, px: tuple, pc: tuple, alpha: torch.Tensor) -> torch.Tensor:
         n = px[0].shape[0]
-        out = torch.empty(n, dtype=torch.float64, device=self.device)
+        out = torch.empty((n,) + tuple(alpha.shape[1:]), dtype=torch.float64, device=self.device)
         a = alpha.to(self.dtype)
         for i in range(0, n, self.block_size):
             j = min(n, i + self.block_size)
@@ -294,4 +343,5 @@ class NystromKRR:
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         px = self.kernel.prepare(x.to(self.device, self.dtype))
-        return self._predict_prepared(px, self.prep_c_, self.alpha_).cpu() + self.y_mean_
+        out = self._predict_prepared(px, self.prep_c_, self.alpha_).cpu()
+        return out + self.y_mean_ if isinstance(self.y_mean_, float) else out + self.y_mean_.cpu()

@@ -13,6 +13,10 @@ with w_i ~ N(0, I_d), b_i ~ N(0, 1).  Only the last linear layer is fitted, by r
 validation split by one eigendecomposition; solved with the D x D feature covariance, or with
 the n x n Gram matrix when n < D).  This equals KRR with the kernel phi(x).phi(x'), whose D -> infinity limits are a degree-2 polynomial
 kernel (quad) and the order-1 arc-cosine kernel (relu; see ``kernels.arccos1``).
+
+Labels y are (n,) or (n, C): C label columns (e.g. a one-hot class label) share the features, the
+factorisation and one ridge (scored by the validation MSE averaged over the columns); the last
+layer is then D x C and ``predict`` returns (n, C).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Sequence
 import torch
 
 from .. import seeds
-from .ridge import DEFAULT_GRID, FeatureRidge, resolve_dtype
+from .ridge import DEFAULT_GRID, FeatureRidge, check_targets, resolve_dtype
 
 FEATURES = ("quad", "relu")
 
@@ -51,9 +55,9 @@ class RandomFeatures:
     """Random-features ridge regression (``quad`` or ``relu`` features, module docstring).  The
     options' limits are checked where they are parsed (``registry.RFOptions``), not here.
 
-    After ``fit``: ``ridge_`` (normalised ridge used), ``selection_`` (grid, validation MSEs) and
-    ``info`` (both as one JSON-able dict).
-    Predictions are CPU float64 tensors.
+    ``fit(x, y)``: y (n,) or (n, C).  After ``fit``: ``ridge_`` (normalised ridge used),
+    ``selection_`` (grid, validation MSEs) and ``info`` (both as one JSON-able dict).
+    Predictions are CPU float64 tensors, (n,) or (n, C) like y.
     """
 
     def __init__(self, features: str = "relu", *, n_features: int = 4096, bias: float = 1.0,
@@ -70,6 +74,7 @@ class RandomFeatures:
         self.name = name or f"rf-{features}"
 
     def fit(self, x: torch.Tensor, y: torch.Tensor) -> "RandomFeatures":
+        check_targets(y, x.shape[0])
         self.map_ = RandomFeatureMap(x.shape[1], self.n_features, self.features, self.bias, self.seed,
                                      self.dtype, self.device)
         self.solver_ = FeatureRidge(self.map_, ridge=self.ridge, ridge_grid=self.ridge_grid,

@@ -56,12 +56,21 @@ def estimator_keys(estimator: str) -> Keys:
                 unknown_why=f"estimator '{e}': unknown option '{{key}}' ({{where}})", sort=False)
 
 
+def _quadratic(target):
+    """The quadratic :class:`~bfclab.target.Target` behind ``target`` (itself, or the one a
+    protocol view wraps), or None for another kind (its defaults are then the default target's)."""
+    target = getattr(target, "target", target)
+    return target if hasattr(target, "widths") and hasattr(target, "L") else None
+
+
 def _top_level(target) -> int:
-    return target.L if target is not None else _DEFAULT_TARGET.L
+    t = _quadratic(target)
+    return t.L if t is not None else _DEFAULT_TARGET.L
 
 
 def _width(target) -> int:
-    return max(target.widths.values()) if target is not None else int(_DEFAULT_TARGET.widths[0])
+    t = _quadratic(target)
+    return max(t.widths.values()) if t is not None else int(_DEFAULT_TARGET.widths[0])
 
 
 def from_target(fn: Callable[[Any], Any], **limits: Any) -> Any:
@@ -304,6 +313,18 @@ ESTIMATORS: dict[str, Spec] = {
     "twolayer-relu": Spec(_two_layer("relu"), TwoLayerOptions, "two-layer network, ReLU activation"),
     "seqkernel": Spec(_seq, SeqKernelOptions, "degree-2 kernel regression applied level by level"),
 }
+
+
+#: estimators that use the quadratic class's structure (its learner, its levels and widths)
+QUADRATIC_ONLY = ("krr-entk", "seqkernel")
+
+
+def check_applies(name: str, target_kind: str) -> None:
+    """One-line ConfigError when baseline ``name`` cannot run on a target of ``target_kind``."""
+    if name in QUADRATIC_ONLY and target_kind != "quadratic":
+        raise ConfigError(f"estimator '{name}': applies to target.kind 'quadratic' only (it uses the quadratic "
+                          f"class's {'learner' if name == 'krr-entk' else 'levels and widths'}), not "
+                          f"target.kind {target_kind!r}")
 
 
 # ---- option parsing ---------------------------------------------------------------------------

@@ -3,7 +3,11 @@
 
 Conventions used by every ridge fit in ``bfclab.baselines``:
 
-* Labels are centred: the model is f(x) = ybar + (fitted part), ybar = mean of the training labels.
+* Labels are y of shape (n,) or (n, C) (C columns, e.g. the one-hot columns of a C-class label,
+  fitted as C regressions in one solve: one factorisation / eigendecomposition, C right-hand
+  sides).  (n,) gives predictions of shape (n,), (n, C) of shape (n, C) (:func:`check_targets`).
+* Labels are centred: the model is f(x) = ybar + (fitted part), ybar = mean of the training labels
+  (per column for (n, C): a float for (n,), a float64 (C,) tensor otherwise, :func:`label_means`).
 * The ridge is *normalised*: a grid value lam means the system
 
       (K + n * lam * kbar * I) alpha = y - ybar        (dual, K = Gram matrix), or
@@ -13,7 +17,8 @@ Conventions used by every ridge fit in ``bfclab.baselines``:
   lam * kbar * ||f||_H^2.  lam is dimensionless, comparable across kernels and sample sizes.
 * The ridge is chosen on a validation split from a grid: one eigendecomposition of the fit
   split's Gram matrix gives the validation predictions of every grid value at once
-  (:func:`holdout_errors`); the value with the smallest validation MSE wins.
+  (:func:`holdout_errors`); the value with the smallest validation MSE wins.  With C columns
+  one ridge is shared by all of them and scored by the validation MSE averaged over the columns.
 * A ridge below ``16 eps`` of the compute dtype is raised to it (:func:`ridge_floor`): at
   n * lam * kbar >= 16 eps * n * kbar >= 16 eps * ||K||_2 the Cholesky factorisation of the shifted
   matrix is numerically safe in that dtype.  If it still fails (not positive definite),
@@ -56,6 +61,25 @@ def grid_values(grid: Sequence[float]) -> list[float]:
     return sorted({float(v) for v in grid})
 
 
+def check_targets(y: torch.Tensor, n: int, what: str = "y") -> int | None:
+    """C for labels y of shape (n, C), None for shape (n,); a ValueError for any other shape."""
+    if y.ndim == 1 and y.shape[0] == n:
+        return None
+    if y.ndim == 2 and y.shape[0] == n and y.shape[1] >= 1:
+        return int(y.shape[1])
+    raise ValueError(f"{what} must have shape ({n},) or ({n}, C), got {tuple(y.shape)}")
+
+
+def label_means(y: torch.Tensor) -> float | torch.Tensor:
+    """ybar: a float for y (n,), the float64 column means (a (C,) tensor on y's device) for y (n, C)."""
+    return float(y.double().mean()) if y.ndim == 1 else y.double().mean(0)
+
+
+def centred(y: torch.Tensor, ybar: float | torch.Tensor) -> torch.Tensor:
+    """y - ybar in y's dtype (ybar from :func:`label_means`)."""
+    return y - ybar if isinstance(ybar, float) else y - ybar.to(y.dtype)
+
+
 def split(n: int, val_frac: float, seed: int, max_val: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A seeded random (fit, validation) split of range(n), validation = val_frac of n (>= 1)."""
     if n < 4:
@@ -73,10 +97,13 @@ def holdout_errors(A: torch.Tensor, evals: torch.Tensor, c: torch.Tensor, y_val:
 
     With M = V diag(evals) V^T the fit split's (Gram or feature-covariance) matrix, the
     validation predictions at shift s are A diag(1/(evals + s)) c, where A = (validation-vs-fit
-    kernel or validation features) @ V and c = V^T (fit right-hand side).
+    kernel or validation features) @ V and c = V^T (fit right-hand side).  c and y_val: (k,) and
+    (n_val,), or (k, C) and (n_val, C) for C label columns, whose MSE is averaged over the columns.
     """
     ev = evals.clamp_min(0)
-    return [float((A @ (c / (ev + s)) - y_val).pow(2).mean()) for s in shifts]
+    if c.ndim == 1:
+        return [float((A @ (c / (ev + s)) - y_val).pow(2).mean()) for s in shifts]
+    return [float((A @ (c / (ev + s)[:, None]) - y_val).pow(2).mean()) for s in shifts]
 
 
 def choose(grid: Sequence[float], errors: Sequence[float]) -> float:
@@ -127,7 +154,7 @@ def spd_solve(attempt: Callable[[float], torch.Tensor | None], shift: float, tri
 
 def primal_stats(featurize: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
                  chunk: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """(Phi^T Phi, Phi^T y, sum_i ||phi(x_i)||^2) accumulated over row chunks of x."""
+    """(Phi^T Phi, Phi^T y, sum_i ||phi(x_i)||^2) accumulated over row chunks of x (y: (n,) or (n, C))."""
     G = b = None
     tr = 0.0
     for a in range(0, x.shape[0], chunk):
@@ -147,6 +174,8 @@ class FeatureRidge:
     eigendecomposition).  ``solver``: "primal" works with the D x D covariance Phi^T Phi, built
     ``chunk`` rows at a time (memory O(D^2), any n); "dual" with the n x n Gram Phi Phi^T (for
     n < D); "auto" takes the smaller.  Both give the same predictor (push-through identity).
+    y: (n,) or (n, C) (module docstring): C columns share the factorisation and the ridge;
+    ``weights_`` is then (D, C) and ``predict`` returns (n, C).
     """
 
     def __init__(self, featurize: Callable[[torch.Tensor], torch.Tensor], *, ridge: float | None = None,
@@ -159,8 +188,9 @@ class FeatureRidge:
         self.seed, self.what = seed, what
 
     def fit(self, x: torch.Tensor, y: torch.Tensor) -> "FeatureRidge":
-        self.y_mean_ = float(y.double().mean())
-        yc = y - self.y_mean_
+        self.outputs_ = check_targets(y, x.shape[0])
+        self.y_mean_ = label_means(y)
+        yc = centred(y, self.y_mean_)
         n_features = self.featurize(x[:1]).shape[1]
         self.dual_ = self.solver == "dual" or (self.solver == "auto" and x.shape[0] < n_features)
         self.selection_ = None
@@ -214,4 +244,7 @@ class FeatureRidge:
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         out = [self.featurize(x[a:a + self.chunk]) @ self.weights_ for a in range(0, x.shape[0], self.chunk)]
-        return torch.cat(out) + self.y_mean_ if out else x.new_zeros(0)
+        if not out:
+            return x.new_zeros((0,) + tuple(self.weights_.shape[1:]))
+        out = torch.cat(out)
+        return out + self.y_mean_ if isinstance(self.y_mean_, float) else out + self.y_mean_.to(out)

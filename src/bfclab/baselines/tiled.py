@@ -13,7 +13,9 @@ Cholesky, overwriting the panels with L (A = L L^T):
         A_:j -= L_:k L_jk^T      (each j > k)    one in-place GEMM (addmm_) per block column
 
 It performs the n^3/3 flops of a dense Cholesky, almost all in large GEMMs, and allocates
-nothing of size n x n.  Solves are blocked forward/backward substitutions.  All tensors live on
+nothing of size n x n.  Solves are blocked forward/backward substitutions, of one right-hand
+side (n,) or of a block (n, C) of them at once (the C label columns of a multi-output KRR fit:
+one factorisation, GEMMs instead of matrix-vector products).  All tensors live on
 ``device`` in ``dtype``; nothing is CPU- or CUDA-specific.
 """
 

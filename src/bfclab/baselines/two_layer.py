@@ -11,6 +11,11 @@ beta = ``bias`` (0 removes the biases).  Its infinite-width NTK for relu is
 labels (mean 0, variance 1) with minibatch Adam or SGD (momentum), the learning rate following
 ``bfclab.methods.lr_factor`` (cosine by default), optional gradient clipping, and a tqdm progress
 bar when stderr is a terminal.
+
+Labels y are (n,) or (n, C).  With C columns (e.g. a one-hot class label) the network has C
+outputs, f(x) = 1/sqrt(m) sigma(W x/sqrt(d) + beta b)^T A with A in R^{m x C} (a shared hidden
+layer), each column is standardised on its own, the loss is the squared error averaged over
+the columns, and ``predict`` returns (n, C).  With y (n,) the network is the scalar one above.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from torch import nn
 
 from .. import seeds
 from ..methods import lr_factor
-from .ridge import resolve_dtype
+from .ridge import check_targets, resolve_dtype
 
 ACTIVATIONS = ("quad", "relu")
 OPTIMIZERS = ("adam", "sgd")
@@ -31,16 +36,23 @@ SCHEDULES = ("cosine", "linear", "constant")
 
 
 class TwoLayerNet(nn.Module):
-    """f(x) = 1/sqrt(m) sum_i a_i sigma(w_i . x/sqrt(d) + bias b_i) (module docstring)."""
+    """f(x) = 1/sqrt(m) sum_i a_i sigma(w_i . x/sqrt(d) + bias b_i) (module docstring).
+
+    ``outputs``: None for a scalar output (``a`` of shape (m,), f(x) of shape (batch,)), or C
+    for C outputs (``a`` of shape (m, C), f(x) of shape (batch, C))."""
 
     def __init__(self, d: int, width: int, activation: str = "relu", bias: float = 1.0,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, outputs: int | None = None):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+        if outputs is not None and outputs < 1:
+            raise ValueError(f"outputs must be None or >= 1, got {outputs}")
         self.d, self.width, self.activation, self.beta = d, width, activation, float(bias)
+        self.outputs = outputs
         self.w = nn.Parameter(torch.randn(width, d, generator=generator))
-        self.a = nn.Parameter(torch.randn(width, generator=generator))
+        shape = (width,) if outputs is None else (width, outputs)
+        self.a = nn.Parameter(torch.randn(shape, generator=generator))
         self.b = nn.Parameter(torch.randn(width, generator=generator)) if bias > 0 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -52,7 +64,8 @@ class TwoLayerNet(nn.Module):
 
 
 class TwoLayer:
-    """A two-layer network estimator (module docstring).  After ``fit``: ``net_``, ``history_``
+    """A two-layer network estimator (module docstring); ``fit(x, y)``: y (n,) or (n, C), a network
+    with C outputs for the latter, ``predict`` (n,) or (n, C) like y.  After ``fit``: ``net_``, ``history_``
     (training loss on standardised labels every ``log_every`` steps) and ``info``.  The options'
     limits are checked where they are parsed (``registry.TwoLayerOptions``), not here."""
 
@@ -78,12 +91,18 @@ class TwoLayer:
         return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
     def fit(self, x: torch.Tensor, y: torch.Tensor) -> "TwoLayer":
+        outputs = check_targets(y, x.shape[0])
         gen = seeds.generator("baseline_init", self.seed)
         x = x.to(self.device, self.dtype)
         y = y.to(self.device, torch.float64)
-        self.y_mean_, self.y_std_ = float(y.mean()), float(y.std()) or 1.0
+        if outputs is None:
+            self.y_mean_, self.y_std_ = float(y.mean()), float(y.std()) or 1.0
+        else:  # per column, float64 (C,) tensors; a constant column is divided by 1
+            std = y.std(0) if y.shape[0] > 1 else torch.zeros(outputs, dtype=torch.float64, device=self.device)
+            self.y_mean_, self.y_std_ = y.mean(0), torch.where(std > 0, std, torch.ones_like(std))
         ys = ((y - self.y_mean_) / self.y_std_).to(self.dtype)
-        self.net_ = TwoLayerNet(x.shape[1], self.width, self.activation, self.bias, gen).to(self.device, self.dtype)
+        self.net_ = TwoLayerNet(x.shape[1], self.width, self.activation, self.bias, gen,
+                                outputs).to(self.device, self.dtype)
         params = list(self.net_.parameters())
         opt = self._opt(params)
         show = sys.stderr.isatty() if self.progress is None else self.progress
@@ -127,5 +146,10 @@ class TwoLayer:
     @torch.no_grad()
     def predict(self, x: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
         x = x.to(self.device, self.dtype)
-        out = torch.cat([self.net_(x[a:a + chunk]) for a in range(0, x.shape[0], chunk)]) if len(x) else x.new_zeros(0)
-        return out.double().cpu() * self.y_std_ + self.y_mean_
+        if len(x):
+            out = torch.cat([self.net_(x[a:a + chunk]) for a in range(0, x.shape[0], chunk)])
+        else:
+            out = x.new_zeros((0,) + tuple(self.net_.a.shape[1:]))
+        if isinstance(self.y_mean_, float):
+            return out.double().cpu() * self.y_std_ + self.y_mean_
+        return out.double().cpu() * self.y_std_.cpu() + self.y_mean_.cpu()

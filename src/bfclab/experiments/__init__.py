@@ -22,7 +22,7 @@ from ..images.config import preset
 from ..probe import experiment as PE
 from ..probe import report as PR
 from ..probe.config import validate as validate_probe
-from . import correction, gap, images, mechanism, sample_complexity, window
+from . import correction, gap, hierarchies, images, mechanism, sample_complexity, window
 from .common import Section, missing, run_grid
 
 IMAGE_METHODS = ["e2e", "layerwise", "window:1", "window:2", "bfc"]
@@ -202,6 +202,8 @@ def registry() -> dict[str, Experiment | ImageExperiment | ProbeExperiment]:
         Experiment("kernel-limit", sample_complexity.limit_spec, (sample_complexity.summarize_limit,),
                    workers=1, threads=2),
         Experiment("sample-complexity", sample_complexity.spec, (sample_complexity.summarize,)),
+        Experiment("rhm", hierarchies.rhm_spec, (hierarchies.rhm_summary,)),
+        Experiment("staircase", hierarchies.staircase_spec, (hierarchies.staircase_summary,)),
         ImageExperiment("mnist1d", in_quick=False),
         ImageExperiment("digits"),
         ProbeExperiment("mlp-mnist1d", "examples/probe_mlp.py", "an MLP on mnist1d", (("train.lr", 0.05),)),

@@ -20,26 +20,45 @@ class TensorBatches:
     """Mini-batches of ``(x[idx], y[idx])``.  With ``shuffle`` every pass draws a fresh
     permutation from one generator seeded by ``seed`` (pass k of a seed is always the same);
     ``drop_last`` drops the incomplete last batch; ``transform(x, gen)`` (augmentation) gets
-    the same generator.  ``x``/``y`` may live on any device."""
+    the same generator.  ``x``/``y`` may live on any device.  ``steps``: a pass is that many
+    batches instead of one epoch (shuffled epochs follow each other across passes, so a small data
+    set gives a fixed number of optimiser steps per pass; ``bfclab.nets``)."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool = True,
                  drop_last: bool = True, seed: int = 0, stream: str = "probe_batches",
-                 transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None):
+                 transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+                 steps: int | None = None):
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"TensorBatches: {x.shape[0]} inputs for {y.shape[0]} targets")
         self.x, self.y = x, y
         self.batch_size = max(1, min(int(batch_size), x.shape[0]))
         self.shuffle, self.drop_last, self.transform = shuffle, drop_last, transform
         self.gen = seeds.generator(stream, seed) if shuffle or transform is not None else None
+        self.steps = steps
+        self._epoch: Iterator | None = None
 
-    def __len__(self) -> int:
+    def epoch_len(self) -> int:
         n = self.x.shape[0]
         return max(1, n // self.batch_size) if self.drop_last else -(-n // self.batch_size)
 
+    def __len__(self) -> int:
+        return self.steps if self.steps is not None else self.epoch_len()
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.steps is None:
+            yield from self._one_epoch()
+            return
+        for _ in range(self.steps):
+            batch = next(self._epoch, None) if self._epoch is not None else None
+            if batch is None:
+                self._epoch = self._one_epoch()
+                batch = next(self._epoch)
+            yield batch
+
+    def _one_epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n, bs = self.x.shape[0], self.batch_size
         order = torch.randperm(n, generator=self.gen).to(self.x.device) if self.shuffle else None
-        for i in range(len(self)):
+        for i in range(self.epoch_len()):
             idx = order[i * bs:(i + 1) * bs] if order is not None else slice(i * bs, (i + 1) * bs)
             x = self.x[idx]
             if self.transform is not None:

@@ -14,7 +14,6 @@ a spec factory from a Python file (:func:`load_factory`) and runs it here.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import inspect
 import json
 import os
@@ -26,6 +25,7 @@ from typing import Callable
 
 from ..config import ConfigError, to_dict
 from ..methods import parse_method
+from ..userfile import load_function
 from ..results import atomic_write_bytes, dumps, read_json, read_json_mapping, write_json
 from . import report
 from .config import ProbeRunConfig, validate
@@ -144,19 +144,7 @@ def load_factory(spec: str) -> Callable[..., Spec]:
     (and optionally ``tiny=``) and returns a :class:`Spec`.  One-line errors."""
     path, _, func = spec.partition(":")
     func = func or "make"
-    f = Path(path)
-    if f.suffix != ".py" or not f.is_file():
-        raise ConfigError(f"SPEC: expected FILE.py[:FUNC] naming a Python file, got {spec!r}")
-    mod_spec = importlib.util.spec_from_file_location(f"bfclab_probe_spec_{f.stem}", f)
-    module = importlib.util.module_from_spec(mod_spec)
-    try:
-        mod_spec.loader.exec_module(module)
-    except Exception as e:  # the user's file: say which and why, in one line
-        raise ConfigError(f"SPEC: '{f}' failed to load: {type(e).__name__}: {e}") from None
-    fn = getattr(module, func, None)
-    if not callable(fn):
-        raise ConfigError(f"SPEC: '{f}' defines no function {func!r} (expected {func}(seed) -> bfclab.probe.Spec)")
-    return fn
+    return load_function(path, func, "SPEC", f"{func}(seed) -> bfclab.probe.Spec")
 
 
 def make_spec(factory: Callable[..., Spec], seed: int, tiny: bool) -> Spec:
