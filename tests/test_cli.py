@@ -66,6 +66,13 @@ def test_cli_as_subprocess(tmp_path):
         (["train", "--out", "X", "--data.task", "classification", "--data.label_noise", "3"], "data.label_noise"),
         (["train", "--out", "X", "--train.warm_start_frac", "0"], "train.warm_start_frac"),
         (["train"], "--out"),
+        (["experiment", "gap", "--quick", "--executor", "nope"], "--executor"),
+        (["experiment", "gap", "--quick", "--address", "127.0.0.1:6379"], "--address"),
+        (["experiment", "gap", "--quick", "--workers", "0"], "--workers"),
+        (["train", "--out", "X", "--target.kind", "rhm"], "learner.kind"),
+        (["train", "--out", "X", "--target.kind", "rhm", "--learner.kind", "cnn", "--target.options.m", "99"],
+         "target 'rhm' option 'm'"),
+        (["train", "--out", "X", "--target.kind", "staircase", "--learner.kind", "cnn"], "learner.kind"),
     ],
 )
 def test_bad_input_one_line_error(args, needle, capsys, tmp_path, monkeypatch):

@@ -89,3 +89,20 @@ def test_a_cell_that_raises_is_not_retried(tmp_path, local_ray):
     out = list(RayExecutor(workers=2, retries=1).run(fail, ["a"]))
     assert isinstance(out[0][2], ValueError) and "bad cell a" in str(out[0][2])
     assert log.read_text().split() == ["x"]
+
+
+def test_experiments_and_other_target_kinds_run_on_ray(tmp_path, local_ray, monkeypatch):
+    """`bfclab experiment NAME --executor ray`: a generic-net grid on a user's own target (a path
+    relative to the working directory) through Ray workers gives the process executor's table."""
+    from bfclab.experiments.common import run_grid
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    spec = {"name": "own", "base": {"target": {"kind": "python:examples/own_target.py:make", "options": {"d": 6}},
+                                    "learner": {"kind": "mlp", "width": 8},
+                                    "data": {"n_train": 128, "n_test": 128, "n_monitor": 128},
+                                    "train": {"steps_per_stage": 10, "log_every": 10}},
+            "grid": {"method": ["bfc", "krr-rbf"], "seed": [0, 1]}}
+    run_grid(spec, tmp_path / "ray", workers=2, progress=False, executor="ray")
+    run_grid(spec, tmp_path / "process", workers=1, progress=False)
+    assert table(tmp_path / "ray" / "table.csv") == table(tmp_path / "process" / "table.csv")

@@ -122,8 +122,13 @@ def cmd_experiment(args, extra) -> int:
     if args.name not in exps:
         raise ConfigError(f"experiment '{args.name}': unknown; accepted: {', '.join(exps)}")
     results = Path(args.results or ("runs/quick" if args.quick else "results"))
+    if args.workers < 1:
+        raise ConfigError(f"--workers: must be >= 1, got {args.workers}")
+    from .sweep import make_executor
+
+    make_executor(args.executor, args.workers, args.address)  # a bad --executor / --address: before anything runs
     sections = run_experiment(args.name, results, args.quick, args.workers, overwrite=args.overwrite,
-                              batched=args.batched)
+                              batched=args.batched, executor=args.executor, address=args.address)
     from .results import atomic_write_bytes
 
     text = "\n\n".join(f"# {s.title}\n\n{s.markdown}" for s in sections) + "\n"
@@ -191,6 +196,8 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--batched", action=argparse.BooleanOptionalAction, default=True,
                    help="train deep cells of one growth plan together (default; --no-batched: one by one)")
     e.add_argument("--overwrite", action="store_true", help="replace results of a different config instead of stopping")
+    e.add_argument("--executor", default="process", help="process (default) | ray: where the cells run (as for sweep)")
+    e.add_argument("--address", default=None, help="with --executor ray: a running cluster's address")
     e.set_defaults(func=cmd_experiment)
     from .experiments import images
 

@@ -167,3 +167,64 @@ def plot_vs(panels: list[dict], path: Path, title: str = "") -> None:
             ax.legend(fontsize=8)
     fig.suptitle(title)
     save(fig, path)
+
+
+def plot_scaling(fits: dict, levels: list, path: Path) -> None:
+    """n* against d, log-log, a panel per depth L: per method its points (a right-censored point as
+    an upward triangle at its bound, a left-censored one as a downward triangle) and its fitted
+    line with the slope in the legend.  ``fits``: {(method, L, ...): bootstrap_fit output}."""
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(levels), figsize=(4.6 * len(levels), 3.8), squeeze=False)
+    methods = list(dict.fromkeys(k[0] for k in fits))
+    colors = plt.cm.tab10(np.linspace(0, 1, 10))
+    for ax, L in zip(axes[0], levels):
+        for i, m in enumerate(methods):
+            f = next((v for k, v in fits.items() if k[0] == m and k[1] == L), None)
+            if not f or not f["points"]:
+                continue
+            c = colors[i % 10]
+            for d, n, kind in f["points"]:
+                ax.plot(d, n, marker={"right": "^", "left": "v"}.get(kind, "o"), color=c, ms=6 if kind != "exact" else 4,
+                        ls="none")
+            ds = sorted({d for d, _, _ in f["points"]})
+            if f["a"] == f["a"]:
+                xs = np.array(ds, dtype=float)
+                ax.plot(xs, np.exp(f["b"]) * xs ** f["a"], color=c, lw=1,
+                        label=f"{m}: a = {f['a']:.2f} [{f['lo']:.2f}, {f['hi']:.2f}]")
+            else:
+                ax.plot([], [], color=c, label=f"{m}: no fit")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        ax.set_title(f"levels 2..{L}", fontsize=10)
+        ax.set_xlabel("d")
+        ax.set_ylabel("n* (samples to eps)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.suptitle("n*(eps) against d (^: censored above the method's budget, v: below the grid)")
+    save(fig, path)
+
+
+def plot_exponents(fits: dict, levels: list, refs: dict, path: Path) -> None:
+    """The fitted exponent a (with its 95 % interval) against depth L for every method, and the
+    kernels' degree-based reference exponent ``refs`` {L: a}."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    methods = list(dict.fromkeys(k[0] for k in fits))
+    for i, m in enumerate(methods):
+        ls = [L for L in levels if (m, L) in {k[:2] for k in fits}]
+        f = [next(v for k, v in fits.items() if k[0] == m and k[1] == L) for L in ls]
+        a = np.array([x["a"] for x in f], dtype=float)
+        lo = np.array([x["lo"] for x in f], dtype=float)
+        hi = np.array([x["hi"] for x in f], dtype=float)
+        off = (i - len(methods) / 2) * 0.04
+        ax.errorbar(np.array(ls) + off, a, yerr=[np.nan_to_num(a - lo), np.nan_to_num(hi - a)], marker="o",
+                    capsize=3, label=m)
+    ax.plot(list(refs), list(refs.values()), "k:", label="kernel reference: #monomials of degree 2^(L-1)")
+    ax.set_xticks(levels)
+    ax.set_xlabel("L (levels 2..L; degree 2^(L-1))")
+    ax.set_ylabel("exponent a of n* ~ d^a")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    save(fig, path)

@@ -27,12 +27,14 @@ HEADERS = {
 
 
 def run_experiment(name: str, results: Path, quick: bool, workers: int, figdir: Path | None = None,
-                   overwrite: bool = False, batched: bool = True) -> list[Section]:
+                   overwrite: bool = False, batched: bool = True, executor: str = "process",
+                   address: str | None = None) -> list[Section]:
     """Compute the missing runs of one experiment, then summarise it (``overwrite``: replace
-    runs that hold results of a different config instead of stopping)."""
+    runs that hold results of a different config instead of stopping; ``executor``/``address``:
+    where the cells run, as for ``bfclab sweep``)."""
     exp = registry()[name]
     if exp.missing(results, quick):
-        exp.compute(results, quick, workers, overwrite=overwrite, batched=batched)
+        exp.compute(results, quick, workers, overwrite=overwrite, batched=batched, executor=executor, address=address)
     figdir = figdir or exp.folder(results)
     figdir.mkdir(parents=True, exist_ok=True)
     return exp.sections(results, figdir, quick)

@@ -17,18 +17,25 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from ..config import set_key
+from ..config import ConfigError, set_key
 from ..images.config import preset
 from ..probe import experiment as PE
 from ..probe import report as PR
 from ..probe.config import validate as validate_probe
-from . import correction, gap, hierarchies, images, mechanism, sample_complexity, window
+from . import correction, gap, hierarchies, images, mechanism, sample_complexity, scaling, window
 from .common import Section, missing, run_grid
 
 IMAGE_METHODS = ["e2e", "layerwise", "window:1", "window:2", "bfc"]
 IMAGE_QUICK_METHODS = ["e2e", "layerwise", "bfc"]
 PROBE_METHODS = ["e2e", "layerwise", "window:1", "bfc"]
 REPO = Path(__file__).resolve().parents[3]  # examples/ lives beside src/
+
+
+def in_process(name: str, executor: str) -> None:
+    """Image and probe experiments train their runs one after another in this process."""
+    if executor != "process":
+        raise ConfigError(f"--executor: experiment '{name}' trains its runs one after another in this process; "
+                          f"accepted: process")
 
 
 def _flags(overrides: tuple) -> str:
@@ -56,15 +63,47 @@ class Experiment:
     def missing(self, results: Path, quick: bool) -> int:
         return len(missing(self.folder(results), self.spec(quick)))
 
-    def compute(self, results: Path, quick: bool, workers: int, overwrite: bool = False, batched: bool = True) -> None:
+    def compute(self, results: Path, quick: bool, workers: int, overwrite: bool = False, batched: bool = True,
+                executor: str = "process", address: str | None = None) -> None:
         """Run the cells without a result of their config (all of them resumable; ``batched``:
-        deep cells of one growth plan train together, :mod:`bfclab.batched`)."""
+        deep cells of one growth plan train together, :mod:`bfclab.batched`; ``executor``:
+        ``process`` or ``ray`` at ``address``, :func:`bfclab.sweep.make_executor`)."""
         run_grid(self.spec(quick), self.folder(results), workers=self.workers or workers, threads=self.threads,
-                 overwrite=overwrite, batched=batched)
+                 overwrite=overwrite, batched=batched, executor=executor, address=address)
 
     def sections(self, results: Path, figdir: Path, quick: bool) -> list[Section]:
         return [s(self.folder(results), figdir, quick=quick, command=self.command(quick, results))
                 for s in self.summaries]
+
+
+@dataclass(frozen=True)
+class AdaptiveExperiment:
+    """An experiment whose cells are chosen as it runs (``scaling``: the searches of
+    :mod:`bfclab.scaling`, rounds of sweeps into one resumable folder)."""
+
+    name: str
+    module: object  # plan(quick), drive(plan, root, compute, workers, batched), missing_count, summarize
+    in_quick: bool = True
+
+    def folder(self, results: Path) -> Path:
+        return Path(results) / self.name
+
+    def command(self, quick: bool, results: Path) -> str:
+        return f"bfclab experiment {self.name}" + (" --quick" if quick else "")
+
+    def missing(self, results: Path, quick: bool) -> int:
+        return self.module.missing_count(self.module.plan(quick), self.folder(results))
+
+    def compute(self, results: Path, quick: bool, workers: int, overwrite: bool = False, batched: bool = True,
+                executor: str = "process", address: str | None = None) -> None:
+        """Run the searches to their end (cells already stored are reused; ``overwrite`` does not
+        apply: a search's cells are defined by the stored ones)."""
+        self.module.drive(self.module.plan(quick), self.folder(results), compute=True, workers=workers,
+                          batched=batched, executor=executor, address=address)
+
+    def sections(self, results: Path, figdir: Path, quick: bool) -> list[Section]:
+        return [self.module.summarize(self.folder(results), figdir, quick=quick,
+                                      command=self.command(quick, results))]
 
 
 @dataclass(frozen=True)
@@ -111,8 +150,10 @@ class ImageExperiment:
     def missing(self, results: Path, quick: bool) -> int:
         return len(images.missing_runs(*self.plan(quick), self.folder(results)))
 
-    def compute(self, results: Path, quick: bool, workers: int, overwrite: bool = False, batched: bool = True) -> None:
+    def compute(self, results: Path, quick: bool, workers: int, overwrite: bool = False, batched: bool = True,
+                executor: str = "process", address: str | None = None) -> None:
         """Train the missing (method, seed) runs one after another (``batched`` does not apply)."""
+        in_process(self.name, executor)
         images.run_experiment(*self.plan(quick), self.folder(results), progress=False, log=lambda s: None,
                               overwrite=overwrite)
 
@@ -179,8 +220,10 @@ class ProbeExperiment:
     def missing(self, results: Path, quick: bool) -> int:
         return len(PE.missing_runs(*self.plan(quick), self.folder(results)))
 
-    def compute(self, results: Path, quick: bool, workers: int, overwrite: bool = False, batched: bool = True) -> None:
+    def compute(self, results: Path, quick: bool, workers: int, overwrite: bool = False, batched: bool = True,
+                executor: str = "process", address: str | None = None) -> None:
         """Train the missing runs one after another (``batched`` does not apply)."""
+        in_process(self.name, executor)
         path, _, func = self.spec.partition(":")
         factory = PE.load_factory(f"{REPO / path}:{func}" if func else str(REPO / path))
         PE.run_spec(factory, *self.plan(quick), self.folder(results), progress=False, log=lambda s: None,
@@ -191,9 +234,9 @@ class ProbeExperiment:
         return [Section(f"probe: {self.title}", f"Command: `{self.command(quick, results)}`.\n\n{text}", self.doc)]
 
 
-def registry() -> dict[str, Experiment | ImageExperiment | ProbeExperiment]:
+def registry() -> dict[str, Experiment | AdaptiveExperiment | ImageExperiment | ProbeExperiment]:
     """Every experiment, in the report's order."""
-    exps: list[Experiment | ImageExperiment | ProbeExperiment] = [
+    exps: list[Experiment | AdaptiveExperiment | ImageExperiment | ProbeExperiment] = [
         Experiment("correction", correction.spec, (correction.summarize, mechanism.summarize)),
         Experiment("window", window.spec, (window.summarize,)),
         Experiment("gap", gap.spec, (gap.summarize,)),
@@ -202,6 +245,7 @@ def registry() -> dict[str, Experiment | ImageExperiment | ProbeExperiment]:
         Experiment("kernel-limit", sample_complexity.limit_spec, (sample_complexity.summarize_limit,),
                    workers=1, threads=2),
         Experiment("sample-complexity", sample_complexity.spec, (sample_complexity.summarize,)),
+        AdaptiveExperiment("scaling", scaling),
         Experiment("rhm", hierarchies.rhm_spec, (hierarchies.rhm_summary,)),
         Experiment("staircase", hierarchies.staircase_spec, (hierarchies.staircase_summary,)),
         ImageExperiment("mnist1d", in_quick=False),

@@ -47,9 +47,11 @@ class CellRun:
 
 
 def run_grid(spec: dict, root: Path, workers: int = 2, progress: bool | None = None, threads: int = 1,
-             overwrite: bool = False, batched: bool = True) -> Grid:
+             overwrite: bool = False, batched: bool = True, executor: str = "process",
+             address: str | None = None) -> Grid:
     grid = expand(spec, name=spec.get("name", root.name))
-    run_sweep(grid, root, workers=workers, progress=progress, threads=threads, overwrite=overwrite, batched=batched)
+    run_sweep(grid, root, workers=workers, progress=progress, threads=threads, overwrite=overwrite, batched=batched,
+              executor=executor, address=address)
     return grid
 
 

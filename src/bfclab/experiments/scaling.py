@@ -1,0 +1,239 @@
+"""Experiment ``scaling`` (issue 13, parts 1-2; PAPER_NOTES §6): how the samples each method needs
+grow with d and with depth.
+
+For the family of targets with levels 2..L (L in {2, 3, 4, 5}), d from 8 to 256, width k = 2,
+the default connections and gap, and two target seeds, and for each method, the search of
+:mod:`bfclab.scaling` finds n*(eps), the smallest n of a geometric grid (ratio sqrt 2) at which the
+median test nMSE over 3 seeds is <= eps, for two values of eps:
+
+* ``rel``: a tenth of the target's floor without its top level (:func:`bfclab.floors.top_level_floor`,
+  1 for L = 2 where there is no lower level), so that reaching it requires the top level;
+* ``1e-2``, the threshold of the rest of bfclab's reports.
+
+Every evaluated n is one sweep cell per seed under ``results/scaling/cells`` (cached, resumable);
+the searches run in rounds, each round one sweep over all their proposals.  Each method has its
+own largest n (its budget; kernels by the exact solver's memory), beyond which n* is censored.
+The fit of log n* against log d per method and depth, with censored points and bootstrap
+intervals, is :func:`bfclab.scaling.bootstrap_fit`.  For kernels the reference exponent is that of
+the number of monomials of degree <= 2^(L-1) in d variables, C(d + D, D), over the same d: the n
+at which a kernel's feature space first holds the target's degree.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import TargetConfig, apply_mapping
+from ..floors import top_level_floor
+from ..plots import plot_exponents, plot_scaling
+from ..results import read_json, write_json
+from ..scaling import Search, bootstrap_fit, censored_fit, geometric_grid, n_star_from, run_searches
+from ..target import Target
+from .common import QUICK_BASE, Section, conditions, load_cells, med, run_grid, table
+
+NAME = "scaling"
+RATIO = math.sqrt(2)
+
+
+@dataclass(frozen=True)
+class Plan:
+    levels: list
+    ds: list
+    target_seeds: list
+    seeds: list
+    methods: dict  # label -> (grid overrides, largest n)
+    n_min: int
+    base: dict
+    baseline: dict = field(default_factory=dict)
+    floor_n: int = 200_000
+    draws: int = 1000
+
+
+def plan(quick: bool = False) -> Plan:
+    if quick:
+        base = {k: dict(v) for k, v in QUICK_BASE.items()}
+        base["data"] = {"n_test": 2000, "n_monitor": 1000}
+        base["target"] = {**base["target"], "widths": [2]}
+        return Plan(levels=[2, 3], ds=[8, 16], target_seeds=[0], seeds=[0, 1, 2], n_min=100, base=base,
+                    methods={"bfc": ({"method": "bfc"}, 1600), "krr-poly": ({"method": "krr-poly"}, 1600)},
+                    floor_n=20_000, draws=200)
+    deep = 2 ** 17
+    return Plan(levels=[2, 3, 4, 5], ds=[8, 16, 32, 64, 128, 256], target_seeds=[0, 1], seeds=[0, 1, 2], n_min=250,
+                base={"target": {"widths": [2]}},
+                methods={"bfc": ({"method": "bfc"}, deep), "layerwise": ({"method": "layerwise"}, deep),
+                         "e2e": ({"method": "e2e"}, deep),
+                         "mlp e2e": ({"method": "e2e", "learner.kind": "mlp"}, deep),
+                         "krr-poly": ({"method": "krr-poly"}, 32768),
+                         "twolayer-relu": ({"method": "twolayer-relu"}, deep),
+                         "seqkernel": ({"method": "seqkernel"}, 65536)})
+
+
+def target_config(p: Plan, L: int, d: int, ts: int) -> TargetConfig:
+    tc = TargetConfig()
+    apply_mapping(tc, p.base.get("target", {}))
+    tc.L, tc.d, tc.seed = L, d, ts
+    return tc
+
+
+def epsilons(p: Plan, root: Path, compute: bool) -> dict:
+    """{(L, d, target seed): {"rel": eps, "1e-2": 0.01}}, the floors kept in ``root/floors.json``
+    (computed once, when ``compute``)."""
+    f = Path(root) / "floors.json"
+    stored = read_json(f) if f.is_file() else {}
+    out, changed = {}, False
+    for L in p.levels:
+        for d in p.ds:
+            for ts in p.target_seeds:
+                key = f"L={L},d={d},seed={ts}"
+                if key not in stored:
+                    if not compute:
+                        continue
+                    floor = 1.0 if L == 2 else top_level_floor(Target.from_config(target_config(p, L, d, ts)),
+                                                               n=p.floor_n, batches=4)[0]
+                    stored[key], changed = floor, True
+                out[(L, d, ts)] = {"rel": 0.1 * stored[key], "1e-2": 1e-2}
+    if changed:
+        write_json(f, stored)
+    return out
+
+
+def cell_grid(p: Plan, label: str, L: int, d: int, ts: int, n: int) -> dict:
+    over, _ = p.methods[label]
+    return {**{k: [v] for k, v in over.items()}, "target.L": [L], "target.d": [d], "target.seed": [ts],
+            "data.n_train": [n], "seed": list(p.seeds)}
+
+
+class Missing(Exception):
+    """The stored cells do not finish the searches (args[0]: how many cells the next round lacks)."""
+
+
+def searches_of(p: Plan, eps: dict) -> list[Search]:
+    out = []
+    for label, (_, n_max) in p.methods.items():
+        grid = geometric_grid(p.n_min, n_max, RATIO)
+        for (L, d, ts), es in eps.items():
+            out += [Search(grid, e, key=(label, L, d, ts, name)) for name, e in es.items()]
+    return out
+
+
+def _cell_key(params: dict) -> tuple:
+    """What identifies an evaluated point of a search among the cells (method, net, target, n)."""
+    return tuple(params.get(k) for k in ("method", "learner.kind", "target.L", "target.d", "target.seed",
+                                         "data.n_train"))
+
+
+def drive(p: Plan, root: Path, compute: bool, workers: int = 2, batched: bool = True, executor: str = "process",
+          address: str | None = None) -> list[Search]:
+    """Run (``compute``) or replay from the stored cells every search; returns the searches.  Without
+    ``compute``, a round that needs cells not yet stored raises :class:`Missing` (their count)."""
+    eps = epsilons(p, root, compute)
+    if len(eps) < len(p.levels) * len(p.ds) * len(p.target_seeds):
+        raise Missing(len(p.levels) * len(p.ds) * len(p.target_seeds) - len(eps))
+    searches = searches_of(p, eps)
+
+    def evaluate(todo):
+        grids = [cell_grid(p, s.key[0], *s.key[1:4], s.grid[i]) for s, i in todo]
+        sp = {"name": NAME, "base": p.base, "baseline": p.baseline,
+              "grid": list({repr(g): g for g in grids}.values())}
+        if compute:
+            run_grid(sp, root, workers=workers, batched=batched, executor=executor, address=address)
+        got: dict = {}
+        for c in load_cells(root, sp) + load_cells(root, sp, diverged=True):
+            got.setdefault(_cell_key(c.params), []).append(c.result)
+        short = sum(max(0, len(p.seeds) - len(got.get(_cell_key({k: v[0] for k, v in g.items()}), [])))
+                    for g in {repr(g): g for g in grids}.values())
+        if short:
+            raise Missing(short)
+        out = []
+        for (s, i), g in zip(todo, grids):
+            res = got[_cell_key({k: v[0] for k, v in g.items()})]
+            s.points[s.grid[i]] = [r.error for r in res]  # nan (diverged) counts as a failure
+            s.seconds[s.grid[i]] = [r.seconds for r in res]
+            out.append(med([r.error if r.error == r.error else math.inf for r in res]))
+        return out
+
+    run_searches(searches, evaluate)
+    return searches
+
+
+def missing_count(p: Plan, root: Path) -> int:
+    """Cells the next round of the searches needs that are not stored (0 when every search ended)."""
+    try:
+        drive(p, root, compute=False)
+    except Missing as e:
+        return int(e.args[0])
+    return 0
+
+
+def kernel_reference(L: int, ds: list) -> float:
+    """Slope of log C(d + D, D) against log d over ``ds`` (D = 2^(L-1)): the number of monomials of
+    the target's degree a kernel must fit."""
+    import numpy as np
+
+    D = 2 ** (L - 1)
+    return float(np.polyfit([math.log(d) for d in ds], [math.log(math.comb(d + D, D)) for d in ds], 1)[0])
+
+
+def fit_of(ss: list[Search], draws: int) -> dict:
+    """The exponent fit over the searches of one (method, L, eps name): errors divided by each
+    search's own eps (the relative eps differs per target), so one threshold, 1, serves them all."""
+    curves = {(s.key[2], s.key[3]): {n: [v / s.eps for v in vals] for n, vals in s.points.items()} for s in ss}
+    return bootstrap_fit(curves, eps=1.0, draws=draws)
+
+
+def time_fit(ss: list[Search]) -> tuple[float, str]:
+    """The exponent of the median seconds at n* against d (censored like n*); text of the medians."""
+    xs, ys, ks, parts = [], [], [], []
+    for s in sorted(ss, key=lambda s: (s.key[2], s.key[3])):
+        scaled = {n: [v / s.eps for v in vals] for n, vals in s.points.items()}
+        n, kind = n_star_from(scaled, 1.0)
+        sec = med(s.seconds.get(n, []))
+        xs.append(math.log(s.key[2]))
+        ys.append(math.log(max(sec, 1e-3)))
+        ks.append(kind)
+        parts.append(f"{s.key[2]}:{'>' if kind == 'right' else ''}{sec:.0f}s")
+    try:
+        return censored_fit(xs, ys, ks)[0], " ".join(parts)
+    except ValueError:
+        return math.nan, " ".join(parts)
+
+
+def summarize(root: Path, figdir: Path, quick: bool = False, command: str = "bfclab experiment scaling") -> Section:
+    p = plan(quick)
+    try:
+        searches = drive(p, root, compute=False)
+    except Missing as e:
+        return Section(NAME, f"Results under `{root}` do not finish the searches ({e.args[0]} cells of the next "
+                             f"round missing): run `{command}` (it resumes).")
+    fits: dict = {}
+    rows = []
+    for label in p.methods:
+        for L in p.levels:
+            for name in ("rel", "1e-2"):
+                ss = [s for s in searches if s.key[0] == label and s.key[1] == L and s.key[4] == name]
+                fit = fits[(label, L, name)] = fit_of(ss, p.draws)
+                pts = " ".join(f"{d}:{'>' if k == 'right' else '<=' if k == 'left' else ''}{n}"
+                               for d, n, k in fit["points"])
+                ci = f"{fit['a']:.2f} [{fit['lo']:.2f}, {fit['hi']:.2f}]" if fit["a"] == fit["a"] else "n/a"
+                ta, tt = time_fit(ss)
+                rows.append([label, L, name, ci, pts, f"{ta:.2f}" if ta == ta else "n/a", tt])
+    fig1, fig2 = figdir / "scaling_nstar.png", figdir / "scaling_exponents.png"
+    rel = {k: v for k, v in fits.items() if k[2] == "rel"}
+    plot_scaling(rel, p.levels, fig1)
+    refs = {L: kernel_reference(L, p.ds) for L in p.levels}
+    plot_exponents(rel, p.levels, refs, fig2)
+    text = [f"Command: `{command}` (results in `{root}`; it resumes).  n* = the smallest n of the grid "
+            f"{p.n_min} x sqrt(2)^i at which the median test nMSE over seeds {p.seeds} is <= eps; eps `rel` = a "
+            f"tenth of the target's floor without its top level (`floors.json`), `1e-2` = 0.01.  Fit: "
+            f"log n* = a log d + b, censored points through their tail probability (Tobit), 95 % bootstrap "
+            f"interval over seeds and target seeds ({p.draws} draws).  Time: the exponent of the median seconds "
+            f"of the runs at n* against d, censored like n*.",
+            f"![n* against d]({fig1.name})", f"![exponent against depth]({fig2.name})",
+            table(["method", "L", "eps", "exponent a [95 %]", "n* per d (> censored, <= below the grid)",
+                   "time exponent", "seconds at n* per d"], rows),
+            "Kernel reference exponents (monomials of degree 2^(L-1) in d variables over the same d): "
+            + "; ".join(f"L = {L}: {v:.2f}" for L, v in refs.items()) + ".",
+            conditions(root)]
+    return Section(NAME, "\n\n".join(t for t in text if t))

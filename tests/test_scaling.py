@@ -1,0 +1,102 @@
+"""The scaling-law machinery (issue 13, parts 1-2): the adaptive n* search on synthetic monotone
+error curves with a known answer, and the censored fit on synthetic data with a known exponent."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from bfclab.scaling import Search, bootstrap_fit, censored_fit, geometric_grid, n_star_from, run_searches
+
+
+def test_geometric_grid_has_the_ratio_and_the_bounds():
+    g = geometric_grid(250, 2 ** 17, math.sqrt(2))
+    assert g[0] == 250 and g[-1] <= 2 ** 17 and len(g) == len(set(g))
+    assert all(1.3 < b / a < 1.5 for a, b in zip(g, g[1:]))
+    with pytest.raises(ValueError):
+        geometric_grid(10, 5, 2.0)
+
+
+def brute_force(grid, curve, eps):
+    return next((n for n in grid if curve(n) <= eps), None)
+
+
+@pytest.mark.parametrize("c, eps", [(100.0, 0.05), (37.0, 0.01), (5.0, 0.3), (1e4, 0.1), (2.0, 0.5)])
+def test_search_finds_the_smallest_grid_n_of_a_monotone_curve(c, eps):
+    grid = geometric_grid(100, 200_000, math.sqrt(2))
+    curve = lambda n: c / n  # noqa: E731
+    s = Search(grid, eps)
+    calls = []
+    while (i := s.propose()) is not None:
+        calls.append(i)
+        s.update(i, curve(grid[i]))
+    n, kind = s.result()
+    want = brute_force(grid, curve, eps)
+    assert n == want
+    assert kind == ("left" if want == grid[0] else "exact")
+    assert len(calls) == len(set(calls))  # never the same point twice
+    assert len(calls) <= 2 * math.ceil(math.log2(len(grid))) + 2  # doubling, then bisection
+
+
+def test_search_censors_when_the_budget_runs_out_and_nan_fails():
+    grid = geometric_grid(100, 3200, math.sqrt(2))
+    s = Search(grid, 1e-6)
+    while (i := s.propose()) is not None:
+        s.update(i, float("nan") if i == 0 else 1.0 / grid[i])
+    assert s.result() == (grid[-1], "right")
+    assert max(s.values) == len(grid) - 1  # the last point was tried before giving up
+
+
+def test_searches_run_in_rounds_and_share_each_round():
+    grid = geometric_grid(10, 10_000, math.sqrt(2))
+    searches = [Search(grid, eps, key=(eps,)) for eps in (0.1, 0.01, 0.001)]
+    rounds = []
+
+    def evaluate(todo):
+        rounds.append(len(todo))
+        return [1.0 / s.grid[i] for s, i in todo]
+
+    run_searches(searches, evaluate)
+    assert rounds[0] == 3 and sum(rounds) == sum(len(s.values) for s in searches)
+    assert [s.result()[0] for s in searches] == [brute_force(grid, lambda n: 1.0 / n, e) for e in (0.1, 0.01, 0.001)]
+
+
+def test_censored_fit_recovers_a_known_exponent_where_dropping_or_clamping_does_not():
+    rng = np.random.default_rng(0)
+    a, b, sigma = 2.5, 1.0, 0.15
+    x = np.log(np.repeat([8, 16, 32, 64, 128, 256], 8)).astype(float)
+    y = a * x + b + sigma * rng.standard_normal(x.size)
+    cap = math.log(2 ** 15)  # the budget: larger n* are only known to exceed it
+    kind = np.where(y > cap, "right", "exact")
+    yc = np.minimum(y, cap)
+    assert (kind == "right").sum() >= 10  # the top d are censored
+    fa, fb, fs = censored_fit(x, yc, kind)
+    assert abs(fa - a) < 0.15 and abs(fs - sigma) < 0.08
+    clamped = np.polyfit(x, yc, 1)[0]  # censored points at their bound
+    dropped = np.polyfit(x[kind == "exact"], yc[kind == "exact"], 1)[0]
+    assert clamped < a - 0.3 and abs(fa - a) < abs(clamped - a)
+    assert abs(fa - a) <= abs(dropped - a) + 0.05
+    # without censoring the fit is least squares
+    assert censored_fit(x, y, ["exact"] * x.size)[0] == pytest.approx(np.polyfit(x, y, 1)[0], rel=1e-12)
+    with pytest.raises(ValueError):
+        censored_fit([1.0, 2.0], [1.0, 2.0], ["exact", "right"])
+
+
+def test_n_star_from_points_and_the_bootstrap_covers_the_exponent():
+    assert n_star_from({100: [0.5, 0.4, 0.6], 200: [0.01, 0.2, 0.02]}, 0.05) == (200, "exact")
+    assert n_star_from({100: [0.01, 0.02, 0.5]}, 0.05) == (100, "left")
+    assert n_star_from({100: [0.5], 200: [float("nan")]}, 0.05) == (200, "right")
+    # error(n, d) = (d^2 / n) x seed noise: n* grows like d^2
+    rng = np.random.default_rng(1)
+    grid = geometric_grid(16, 2 ** 20, math.sqrt(2))
+    curves = {}
+    for d in (8, 16, 32, 64):
+        for ts in (0, 1):
+            scale = math.exp(0.1 * rng.standard_normal())
+            curves[(d, ts)] = {n: [scale * d * d / n * math.exp(0.1 * rng.standard_normal()) for _ in range(3)]
+                               for n in grid}
+    fit = bootstrap_fit(curves, eps=0.1, draws=200)
+    assert fit["lo"] <= 2.0 <= fit["hi"] and abs(fit["a"] - 2.0) < 0.2
+    assert fit["draws"] == 200 and fit["hi"] - fit["lo"] < 0.5
