@@ -360,10 +360,13 @@ TGT_SMALL = dict(d=6, L=3, widths=[2], mc_samples=1000, var_samples=20000)
 
 
 def test_every_estimator_option_has_a_limit():
-    """Every option but ``progress`` (true, false or null: nothing to bound) declares what it accepts."""
+    """Every option but ``progress`` (true, false or null: nothing to bound) declares what it accepts;
+    a tuned baseline's mappings ``space`` and ``options`` are checked against its inner estimator's
+    limits (``Spec.check``, tests/test_tuning.py)."""
     for name, spec in ESTIMATORS.items():
         names = {f.name for f in dataclasses.fields(spec.options)}
-        assert set(_limits(name)) == names - {"progress"}, name
+        unbounded = {"progress"} | ({"space", "options"} if name.startswith("tuned-") else set())
+        assert set(_limits(name)) == names - unbounded, name
         assert list(default_options(name)) == [f.name for f in dataclasses.fields(spec.options)]
 
 
@@ -441,6 +444,10 @@ SMALL = {
     "nystrom-poly": {"degree": 2, "centres": 512},
     "nystrom-rbf": {"centres": 512},
     "nystrom-ntk-relu": {"centres": 512},
+    "tuned-krr-poly": {"space": {"degree": [2], "c": [1.0, 2.0]}},
+    "tuned-krr-rbf": {"space": {"lengthscale": [1.0, 2.0]}},
+    "tuned-krr-ntk-relu": {"space": {"bias": [0.5, 1.0]}},
+    "tuned-twolayer-relu": {"space": {"lr": [3e-3, 1e-2]}, "options": {"width": 256, "steps": 600}},
 }
 
 

@@ -115,12 +115,13 @@ def load_torch_file(path: Path) -> Any:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Read a metrics series, skipping a final partial line left by a killed process."""
+    """Read a metrics series, skipping lines that are not whole UTF-8 JSON records (a final partial line
+    left by a killed process, a damaged line)."""
     out = []
-    for line in Path(path).read_text().splitlines():
+    for line in Path(path).read_bytes().splitlines():
         try:
-            out.append(_restore(json.loads(line)))
-        except json.JSONDecodeError:
+            out.append(_restore(json.loads(line.decode("utf-8"))))
+        except (UnicodeDecodeError, json.JSONDecodeError):  # a cut or damaged line: not a record
             continue
     return out
 

@@ -49,6 +49,7 @@ staircase_support   target.seed   the staircase's coordinates, when shuffled (``
 user_target         target.seed   the seed a user's own target factory is given (``python:`` targets)
 net_init            run seed      a generic deep net's initial weights (``bfclab.nets``)
 net_batches         run seed      a generic deep net's mini-batches (``bfclab.nets``)
+tune_split          run seed      a tuned baseline's fit/validation split (``bfclab.baselines.tuning``)
 ==================  ============  ======================================================
 """
 
@@ -98,6 +99,7 @@ STREAMS: dict[str, Stream] = {
     "user_target": Stream(1, 0, "the seed a user's own target factory is given"),
     "net_init": Stream(1_000_067, 59, "a generic deep net's initial weights"),
     "net_batches": Stream(1_000_069, 61, "a generic deep net's mini-batches"),
+    "tune_split": Stream(1_000_079, 67, "a tuned baseline's fit/validation split"),
 }
 
 

@@ -43,6 +43,7 @@ from .nystrom import CACHE, NystromKRR
 from .random_features import RandomFeatures
 from .ridge import DEFAULT_GRID, DTYPES
 from .sequential import PASS_UP, SequentialKernel
+from .tuning import Tuned
 from .two_layer import OPTIMIZERS, SCHEDULES, TwoLayer
 
 _DEFAULT_TARGET = TargetConfig()
@@ -292,6 +293,74 @@ class Spec:
     build: Callable  # (name, options dict, device, seed, target) -> estimator
     options: type  # the options dataclass
     doc: str
+    check: Callable | None = None  # (name, parsed options, target) -> None: what one field cannot say alone
+
+
+# ---- tuned baselines (issue 12): the inner estimator's options chosen on validation data ----------
+
+
+TUNED_SPACES = {
+    "krr-poly": {"degree": [2, 4, 8], "c": [0.5, 1.0, 2.0, 4.0, 8.0]},
+    "krr-rbf": {"lengthscale": [0.5, 1.0, 2.0, 4.0, 8.0]},
+    "krr-ntk-relu": {"bias": [0.25, 0.5, 1.0, 2.0, 4.0]},
+    "twolayer-relu": {"lr": [1e-3, 3e-3, 1e-2], "width": [256, 1024], "weight_decay": [0.0, 1e-4, 1e-3]},
+}
+#: the inner estimator's fixed options of a tuned baseline: KRR in float64 with a ridge grid down to
+#: 1e-14 (float32's floor, 1.9e-6, is where the untuned kernels' choice sat; float64's is 3.6e-15)
+TUNED_RIDGES = [10.0 ** e for e in range(-14, 1)]
+TUNED_FIXED = {k: {"dtype": "float64", "ridge_grid": list(TUNED_RIDGES)} for k in ("krr-poly", "krr-rbf", "krr-ntk-relu")}
+
+
+def _tuned_options(inner: str) -> type:
+    """The options dataclass of ``tuned-<inner>``."""
+
+    @dataclass
+    class TunedOptions:
+        """A tuned baseline (:mod:`bfclab.baselines.tuning`): the inner estimator's ``options``
+        (fixed) and ``space`` (each key an option of it, a list of values to choose from on
+        validation data at the full n), extended beyond an edge up to ``extend`` times."""
+
+        space: dict = opt(factory=lambda: {k: list(v) for k, v in TUNED_SPACES[inner].items()})
+        options: dict = opt(factory=lambda: {k: (list(v) if isinstance(v, list) else v)
+                                             for k, v in TUNED_FIXED.get(inner, {}).items()})
+        extend: int = opt(3, ge=0)
+        val_frac: float = opt(0.25, gt=0, lt=1)
+
+    TunedOptions.__name__ = TunedOptions.__qualname__ = f"Tuned{inner.title().replace('-', '')}Options"
+    return TunedOptions
+
+
+def _tuned_check(name: str, opts: Any, target) -> None:
+    """Every key of ``space`` is an option of the inner estimator, every value (with ``options``)
+    valid for it; one-line errors naming the tuned estimator."""
+    inner = name[len("tuned-"):]
+    accepted = [f.name for f in fields(ESTIMATORS[inner].options)]
+    if not isinstance(opts.space, dict) or not opts.space:
+        raise ConfigError(f"estimator '{name}' option 'space': a mapping of options of '{inner}' to lists of values")
+    for k, vals in opts.space.items():
+        if k not in accepted:
+            raise ConfigError(f"estimator '{name}' option 'space': unknown option '{k}' of '{inner}'; accepted: "
+                              f"{', '.join(accepted)}")
+        if not isinstance(vals, list) or not vals:
+            raise ConfigError(f"estimator '{name}' option 'space.{k}': a non-empty list of values, got {vals!r}")
+        for v in vals:
+            try:
+                resolve_options(inner, {**opts.options, k: v}, target)
+            except ConfigError as e:
+                raise ConfigError(f"estimator '{name}' option 'space.{k}': {e}") from None
+    resolve_options(inner, opts.options, target)
+
+
+def _tuned(name: str, opts: dict, device: str, seed: int, target):
+    inner = name[len("tuned-"):]
+    spec = ESTIMATORS[inner]
+    md = {f.name: f.metadata for f in fields(spec.options)}
+
+    def build(point: dict):
+        return spec.build(inner, resolve_options(inner, {**opts["options"], **point}, target), device, seed, target)
+
+    return Tuned(name, build, opts["space"], lambda k: md.get(k, {}), extend=opts["extend"], val_frac=opts["val_frac"],
+                 seed=seed)
 
 
 ESTIMATORS: dict[str, Spec] = {
@@ -313,6 +382,9 @@ ESTIMATORS: dict[str, Spec] = {
     "twolayer-relu": Spec(_two_layer("relu"), TwoLayerOptions, "two-layer network, ReLU activation"),
     "seqkernel": Spec(_seq, SeqKernelOptions, "degree-2 kernel regression applied level by level"),
 }
+ESTIMATORS.update({f"tuned-{inner}": Spec(_tuned, _tuned_options(inner), f"{inner}, its {', '.join(space)} chosen "
+                                          f"on validation data at the full n (bracketed)", _tuned_check)
+                   for inner, space in TUNED_SPACES.items()})
 
 
 #: estimators that use the quadratic class's structure (its learner, its levels and widths)
@@ -360,6 +432,8 @@ def parse_options(name: str, given: dict | None, target=None) -> Any:
     apply_mapping(opts, given, keys=keys)
     check_finite(opts, keys=keys)
     check_limits(opts, keys=keys)
+    if _spec(name).check is not None:
+        _spec(name).check(name, opts, target)
     return opts
 
 
