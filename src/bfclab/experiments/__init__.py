@@ -240,6 +240,7 @@ def registry() -> dict[str, Experiment | AdaptiveExperiment | ImageExperiment | 
         Experiment("correction", correction.spec, (correction.summarize, mechanism.summarize)),
         Experiment("window", window.spec, (window.summarize,)),
         Experiment("gap", gap.spec, (gap.summarize,)),
+        Experiment("gap-slopes", gap.slopes_spec, (gap.slopes_summary,)),
         Experiment("classification", partial(correction.spec, task="classification"),
                    (partial(correction.summarize, task="classification"),)),
         Experiment("kernel-limit", sample_complexity.limit_spec, (sample_complexity.summarize_limit,),

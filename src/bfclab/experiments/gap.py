@@ -119,3 +119,39 @@ def summarize(root: Path, figdir: Path, quick: bool = False, command: str = "bfc
             f"bootstrap interval; local slopes between neighbouring rho ({pairs}) from the medians over seeds.",
             table(["stage l", "level j", "predicted slope", "fitted slope [95 % CI]", "local slopes"], slopes)])
     return Section(NAME, md)
+
+
+# ---- experiment ``gap-slopes``: the prediction tested with more rho, seeds and a 5-level target ----
+
+SLOPES = "gap-slopes"
+SLOPE_RHOS = [0.03, 0.05, 0.07, 0.1, 0.14, 0.2, 0.3, 0.5]
+SLOPE_LEVELS = [4, 5]  # the default target (levels 2..4) and the same with a fifth level
+
+
+def slopes_spec(quick: bool = False) -> dict:
+    """bfc alone (the prediction is about its stage ends), 8 values of rho, 3 seeds, levels 2..4 and
+    2..5 (everything else the default target)."""
+    base = {k: dict(v) for k, v in QUICK_BASE.items()} if quick else {}
+    rhos, seeds = (SLOPE_RHOS[::4], [0]) if quick else (SLOPE_RHOS, [0, 1, 2])
+    return {"name": SLOPES, "base": base,
+            "grid": {"target.rho": rhos, "target.L": SLOPE_LEVELS, "method": ["bfc"], "seed": seeds}}
+
+
+def slopes_summary(root: Path, figdir: Path, quick: bool = False, command: str = "bfclab experiment gap-slopes") -> Section:
+    cells = load_cells(root, slopes_spec(quick))
+    if not cells:
+        return Section(SLOPES, f"No results under `{root}`: run `{command}`.")
+    seeds = sorted({c.params["seed"] for c in cells})
+    rhos = sorted({float(c.params["target.rho"]) for c in cells})
+    parts = [f"Command: `{command}` (results in `{root}`).  bfc's feature error 1 − R² of level j at the end of stage "
+             f"l against rho (alpha_l = rho^(l-2)), log-log, over {len(rhos)} values of rho ({', '.join(map(str, rhos))}) "
+             f"× seeds {seeds}; the theory predicts a slope of 2(l + 1 − j) (issue 13; PAPER_NOTES §5.2).  95 % "
+             f"pairs-bootstrap interval over the cells; local slopes between neighbouring rho from the medians "
+             f"over seeds."]
+    for L in sorted({int(c.params["target.L"]) for c in cells}):
+        sub = [c for c in cells if int(c.params["target.L"]) == L]
+        rows = slope_rows(sub)
+        parts += [f"**Levels 2..{L}** ({len(sub)} cells):",
+                  table(["stage l", "level j", "predicted slope", "fitted slope [95 % CI]", "local slopes"], rows)]
+    parts.append(diverged_note(root, slopes_spec(quick)))
+    return Section(SLOPES, "\n\n".join(p for p in parts if p))
