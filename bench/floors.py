@@ -61,6 +61,7 @@ def main(argv=None) -> int:
     ls2 = least_squares_degree2(target, 1_000_000)
     res["least_squares_degree2"] = ls2
     res["seconds"] = time.time() - t0
+    res["target"] = target.config  # the target the floors belong to (the sample-complexity report checks it)
     cmd = "python bench/floors.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
 
     def ci(v):

@@ -387,6 +387,16 @@ ESTIMATORS.update({f"tuned-{inner}": Spec(_tuned, _tuned_options(inner), f"{inne
                    for inner, space in TUNED_SPACES.items()})
 
 
+def max_degree(name: str, options: dict | None = None) -> int | None:
+    """The largest polynomial degree the predictor of baseline ``name`` can represent, or None when
+    unbounded (issue 12: a baseline below the target's degree fails by construction)."""
+    if name in ("twolayer-quad", "rf-quad"):
+        return 2
+    if name in ("krr-poly", "nystrom-poly"):
+        return int(resolve_options(name, options or {})["degree"])
+    return None
+
+
 #: estimators that use the quadratic class's structure (its learner, its levels and widths)
 QUADRATIC_ONLY = ("krr-entk", "seqkernel")
 

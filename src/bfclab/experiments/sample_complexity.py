@@ -18,6 +18,8 @@ from pathlib import Path
 from .. import seeds
 from ..baselines.kernels import Polynomial
 from ..baselines.krr import GiB, largest_n
+from ..baselines.registry import max_degree
+from ..methods import is_deep
 from ..config import TargetConfig, apply_mapping
 from ..plots import plot_vs
 from ..results import read_json
@@ -71,6 +73,43 @@ def reference_levels(base: dict) -> dict[str, float]:
     return out
 
 
+#: the default target's error floors, written by ``python bench/floors.py`` (20 x 500 000 Gaussian pairs)
+FLOORS_FILE = Path(__file__).resolve().parents[3] / "bench" / "results" / "floors.json"
+RESOLVED = 0.05  # a floor is drawn only when its 95 % interval is narrower than this (docs/bench_floors.md)
+
+
+def floor_lines(base: dict) -> tuple[dict[str, float], str]:
+    """The resolved error floors of the experiment's target as reference lines, and a sentence on
+    where they come from (none when the stored floors belong to another target)."""
+    tc = TargetConfig()
+    apply_mapping(tc, base.get("target", {}))
+    if not FLOORS_FILE.is_file():
+        return {}, f"Error floors: not drawn (`{FLOORS_FILE.name}` missing: run `python bench/floors.py`)."
+    res = read_json(FLOORS_FILE)
+    stored = res.get("target")
+    if stored is not None and stored != Target.from_config(tc).config:
+        return {}, "Error floors: not drawn (the stored floors belong to another target)."
+    if stored is None and base.get("target"):
+        return {}, "Error floors: not drawn (the stored floors are the default target's)."
+    lines = {}
+    for p, (m, lo, hi) in sorted(res["floors"].items(), key=lambda kv: int(kv[0])):
+        if hi - lo < RESOLVED and 0 <= lo and hi <= 1:
+            lines[f"degree <= {p} floor"] = m
+    m, lo, hi = res["without_top_level"]
+    if hi - lo < RESOLVED:
+        lines[f"no level {tc.L} floor"] = m
+    text = ("Error floors (dotted, `bench/results/floors.json` from `python bench/floors.py`, "
+            f"{res['batches']} x {res['n_pairs']} Gaussian pairs; only those whose 95 % interval is narrower than "
+            f"{RESOLVED:g}): " + "; ".join(f"{k} = {v:.3f}" for k, v in lines.items()) + ".")
+    return lines, text
+
+
+def method_label(method: str, options: dict, degree: int) -> str:
+    """The method's name, marked when its predictor cannot represent the target's degree."""
+    k = max_degree(method, options) if not is_deep(method) else None
+    return f"{method} (degree ≤ {k} < {degree})" if k is not None and k < degree else method
+
+
 def smallest_n(points: dict[int, list[float]]) -> str:
     ok = [n for n in sorted(points) if med(points[n]) <= THRESHOLD]
     return str(ok[0]) if ok else "not within the grid"
@@ -89,15 +128,21 @@ def summarize(root: Path, figdir: Path, quick: bool = False,
             c.result.error)
         runs.setdefault(c.params["method"], {}).setdefault(int(c.params["data.n_train"]), []).append(c)
     refs = reference_levels(sp["base"])
+    floors, floor_text = floor_lines(sp["base"]) if not quick else ({}, "")
+    tc = TargetConfig()
+    apply_mapping(tc, sp["base"].get("target", {}))
+    degree = 2 ** (tc.L - 1)
+    labels = {m: method_label(m, sp["baseline"].get(m, {}), degree) for m in curves}
     fig = figdir / "sample_complexity.png"
     deep = {m: v for m, v in curves.items() if m in DEEP}
     base_lines = {m: v for m, v in curves.items() if m not in DEEP}
     plot_vs([
         {"lines": {**deep, **base_lines}, "xlabel": "n (training samples)", "ylabel": "test nMSE",
-         "logx": True, "hlines": refs, "styles": {m: "--" for m in base_lines}},
+         "logx": True, "hlines": {**refs, **floors}, "styles": {m: "--" for m in base_lines}},
     ], fig, title="sample complexity on the default target (median, min..max over seeds)")
     ns = sorted({n for v in curves.values() for n in v})
-    rows = [[m] + [spread_ci(final_pairs(runs[m].get(n, []))) for n in ns] + [smallest_n(curves[m])] for m in curves]
+    rows = [[labels[m]] + [spread_ci(final_pairs(runs[m].get(n, []))) for n in ns] + [smallest_n(curves[m])]
+            for m in curves]
     parts = [
         f"Command: `{command}` (results in `{root}`); every method sees the same samples and test set.",
         f"![sample complexity]({fig.name})",
@@ -105,6 +150,9 @@ def summarize(root: Path, figdir: Path, quick: bool = False,
         f"nMSE <= {THRESHOLD:g}.  {CI_NOTE}",
         table(["method"] + [f"n = {n}" for n in ns] + [f"smallest n, nMSE <= {THRESHOLD:g}"], rows),
         "Reference levels: " + "; ".join(f"{k} = {v:.3g}" for k, v in refs.items()) + ".",
+        floor_text,
+        f"A method marked (degree ≤ k < {degree}) predicts with a polynomial of degree at most k and cannot "
+        f"represent the degree-{degree} target at any n: it is bounded by the degree-k floor.",
         conditions(root),
         diverged_note(root, sp),
     ]
