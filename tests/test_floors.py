@@ -69,3 +69,16 @@ def small_target():
     from bfclab.target import Target
 
     return Target.from_config(TargetConfig(d=6, L=3, widths=[2], mc_samples=20000, var_samples=200000))
+
+
+def test_a_degree_two_target_has_floor_zero_at_degree_two():
+    """A quadratic-class target with one level (G* = alpha ||S_2||^2, S_2 affine in x) is a
+    degree-2 polynomial: its degree-2 floor is 0, also when the read-off allows degrees up to 4."""
+    from bfclab.config import TargetConfig
+    from bfclab.target import Target
+
+    t = Target.from_config(TargetConfig(d=6, L=2, mc_samples=5000, var_samples=20000))
+    out = degree_floors(t, 6, 4, [1, 2, 3], n=100_000, batches=6, seed=2)
+    m, lo, hi = out["floors"][2]
+    assert lo <= 0.0 <= hi and abs(m) < 0.01, out["floors"][2]
+    assert out["floors"][1][0] > 0.5  # most of its variance is in degree 2
