@@ -129,8 +129,9 @@ def drive(p: Plan, root: Path, compute: bool, workers: int = 2, batched: bool = 
     """Run (``compute``) or replay from the stored cells every search; returns the searches.  Without
     ``compute``, a round that needs cells not yet stored raises :class:`Missing` (their count)."""
     eps = epsilons(p, root, compute)
-    if len(eps) < len(p.levels) * len(p.ds) * len(p.target_seeds):
-        raise Missing(len(p.levels) * len(p.ds) * len(p.target_seeds) - len(eps))
+    targets = len(p.levels) * len(p.ds) * len(p.target_seeds)
+    if len(eps) < targets:  # floors not computed yet: nothing ran; the first round's cells are missing
+        raise Missing(len(p.methods) * targets * len(p.seeds))
     searches = searches_of(p, eps)
 
     def evaluate(todo):
