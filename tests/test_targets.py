@@ -204,8 +204,10 @@ def test_a_baseline_that_does_not_apply_is_a_one_line_error():
         expand(grid_for({"kind": "rhm"}, ["bfc"], learner="simple"))
 
 
-def test_cli_sweep_on_a_grid_file_with_a_user_target(tmp_path):
-    grid = grid_for({"kind": OWN, "options": {"d": 8, "k": 3}}, ["bfc", "krr-rbf"])
+@pytest.mark.parametrize("target", [{"kind": OWN, "options": {"d": 8, "k": 3}},
+                                    {"kind": "rhm", "options": {"v": 4, "m": 3, "s": 2, "L": 3, "n_c": 4}}])
+def test_cli_sweep_on_a_grid_file_with_another_target_kind(tmp_path, target):
+    grid = grid_for(target, ["bfc", "krr-rbf"])
     (tmp_path / "g.json").write_text(json.dumps(grid))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
     cmd = [sys.executable, "-c", "import sys; from bfclab.cli import main; sys.argv[0] = 'bfclab'; sys.exit(main())"]
@@ -226,4 +228,6 @@ def test_own_target_example_runs_through_the_sweep_cli_grid_file(tmp_path):
 
     cells = load_grid(ROOT / "examples" / "own_target.yaml").cells
     assert {c.method for c in cells} == {"bfc", "layerwise", "e2e", "krr-rbf", "twolayer-relu"}
+    rhm = load_grid(ROOT / "examples" / "rhm.yaml").cells
+    assert {c.method for c in rhm} == {"bfc", "layerwise", "e2e", "krr-rbf", "rf-relu", "twolayer-relu"}
     assert seeds.seed_of("user_target", 3) == 3
