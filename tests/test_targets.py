@@ -70,6 +70,10 @@ def test_target_kind_and_options_are_config_keys():
         validate_target(TargetConfig(kind="rhm", options={"m": 0}))
     with pytest.raises(ConfigError, match=r"^config key 'target.kind': .* defines no function 'nothing'"):
         validate_target(TargetConfig(kind="python:examples/own_target.py:nothing"))
+    with pytest.raises(ConfigError, match=r"^config key 'target.options': the quadratic class takes its settings"):
+        validate_target(TargetConfig(options={"m": 3}))
+    with pytest.raises(ConfigError, match=r"^config key 'target.kind': bfclab.target.Target is the quadratic class"):
+        Target.from_config(TargetConfig(kind="rhm"))
     with pytest.raises(ConfigError, match=r"^config key 'target.kind': expected FILE.py"):
         validate_target(TargetConfig(kind="python:missing.py:make"))
 

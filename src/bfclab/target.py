@@ -127,6 +127,12 @@ def validate(cfg: TargetConfig) -> None:
     same check as every config), then what depends on several fields."""
     check_finite(cfg, prefix="target.")
     check_limits(cfg, prefix="target.")
+    if cfg.kind != "quadratic":
+        raise ConfigError(f"config key 'target.kind': bfclab.target.Target is the quadratic class; {cfg.kind!r} is "
+                          f"built by bfclab.targets.make_target")
+    if cfg.options:
+        raise ConfigError(f"config key 'target.options': the quadratic class takes its settings from target.d, "
+                          f"target.L, ... (options are for the other kinds), got {sorted(cfg.options)}")
     if cfg.alphas is None and not cfg.rho > 0:  # rho only matters without explicit alphas
         raise ConfigError(f"config key 'target.rho': must be a positive number, got {cfg.rho}")
     resolve_conn(cfg)

@@ -95,6 +95,10 @@ def validate_target(tcfg: TargetConfig) -> None:
     if kind == "quadratic":
         from ..target import validate
 
+        if tcfg.options:
+            raise ConfigError(f"config key 'target.options': the quadratic class takes its settings from target.d, "
+                              f"target.L, ... (options are for the kinds {', '.join(KINDS)} and python:), got "
+                              f"{sorted(tcfg.options)}")
         validate(tcfg)
     elif kind in KINDS:
         parse_options(kind, tcfg.options)
