@@ -67,7 +67,7 @@ def plan(quick: bool = False) -> Plan:
                          "mlp e2e": ({"method": "e2e", "learner.kind": "mlp"}, deep),
                          "krr-poly": ({"method": "krr-poly"}, 32768),
                          "twolayer-relu": ({"method": "twolayer-relu"}, deep),
-                         "seqkernel": ({"method": "seqkernel"}, 65536)})
+                         "seqkernel": ({"method": "seqkernel"}, 32768)})
 
 
 def target_config(p: Plan, L: int, d: int, ts: int) -> TargetConfig:
