@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from bfclab.scaling import Search, bootstrap_fit, censored_fit, geometric_grid, n_star_from, run_searches
+from bfclab.scaling import GRID_SIGMA, Search, bootstrap_fit, censored_fit, geometric_grid, n_star_from, run_searches
 
 
 def test_geometric_grid_has_the_ratio_and_the_bounds():
@@ -82,6 +82,18 @@ def test_censored_fit_recovers_a_known_exponent_where_dropping_or_clamping_does_
     assert censored_fit(x, y, ["exact"] * x.size)[0] == pytest.approx(np.polyfit(x, y, 1)[0], rel=1e-12)
     with pytest.raises(ValueError):
         censored_fit([1.0, 2.0], [1.0, 2.0], ["exact", "right"])
+
+
+def test_two_exact_points_and_satisfied_censored_ones_give_a_finite_fit():
+    """The line through two exact points satisfies the right-censored ones: without a floor on
+    sigma the likelihood grows without bound as sigma -> 0; with it, sigma is the grid's own and
+    the slope the two points' (the censored points being far inside their tails)."""
+    x = [math.log(8), math.log(16), math.log(32), math.log(64)]
+    y = [math.log(250), math.log(1000), math.log(1000), math.log(2000)]  # right-censored: n* > 1000, > 2000
+    a, b, s = censored_fit(x, y, ["exact", "exact", "right", "right"])
+    assert a == pytest.approx(2.0, abs=1e-4) and s == pytest.approx(GRID_SIGMA, rel=1e-3)
+    with pytest.raises(ValueError, match="sigma_min"):
+        censored_fit(x, y, ["exact", "exact", "right", "right"], sigma_min=0.0)
 
 
 def test_n_star_from_points_and_the_bootstrap_covers_the_exponent():

@@ -52,9 +52,14 @@ def test_an_edge_choice_that_may_not_extend_is_flagged():
     x, y = data()
     t = tuned_bowl([1.0, 2.0, 4.0], best=100.0, extend=1).fit(x, y)
     assert t.chosen == {"a": 8.0} and t.info["at_edge"] == ["a"]
+    # the option's own limit ends its range, not the grid: reported apart ("at_limit"), e.g. weight decay 0
     capped = tuned_bowl([1.0, 2.0, 4.0], best=100.0, extend=3, limits={"le": 4.0}).fit(x, y)
     assert capped.chosen == {"a": 4.0} and capped.info["axes"]["a"] == [1.0, 2.0, 4.0]
-    assert capped.info["at_edge"] == ["a"]
+    assert capped.info["at_edge"] == [] and capped.info["at_limit"] == ["a"]
+    zero = Tuned("bowl", lambda p: Bowl(p["a"] + 1.0, 1.0), {"a": [0.0, 1e-4, 1e-3]}, lambda k: {"ge": 0.0},
+                 extend=3).fit(x, y)
+    assert zero.chosen == {"a": 0.0} and zero.info["at_edge"] == [] and zero.info["at_limit"] == ["a"]
+    assert t.info["at_limit"] == []
 
 
 def test_next_values_keep_the_axis_kind():

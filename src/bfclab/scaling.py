@@ -115,10 +115,20 @@ def run_searches(searches: list, evaluate) -> None:
 # ---- fits ----------------------------------------------------------------------------------------
 
 
-def censored_fit(x, y, kind) -> tuple[float, float, float]:
+#: the spread of log n* that the grid alone causes: n* is only known to a step of the sqrt(2) grid,
+#: a uniform error of width log sqrt(2) in log n*, whose standard deviation is log(sqrt 2) / sqrt 12
+GRID_SIGMA = math.log(math.sqrt(2)) / math.sqrt(12)
+
+
+def censored_fit(x, y, kind, sigma_min: float = GRID_SIGMA) -> tuple[float, float, float]:
     """(a, b, sigma) of y = a x + b + N(0, sigma^2) by maximum likelihood, points of ``kind``
     "right" entering as P(Y > y), "left" as P(Y <= y), "exact" through the density (module
-    docstring).  Needs two exact points or more."""
+    docstring).  Needs two exact points or more.
+
+    sigma is at least ``sigma_min`` (sigma^2 = sigma_min^2 + the fitted scatter's): n* is a grid
+    point, so its log carries the grid's own quantisation error (:data:`GRID_SIGMA` for the
+    sqrt(2) grid).  Without the floor the likelihood of two exact points and censored ones that
+    their line satisfies grows without bound as sigma -> 0, and the fit is degenerate."""
     from scipy.optimize import minimize
     from scipy.stats import norm
 
@@ -129,14 +139,19 @@ def censored_fit(x, y, kind) -> tuple[float, float, float]:
         raise ValueError("censored_fit: needs at least two exact points at distinct x")
     a0, b0 = np.polyfit(x[ex], y[ex], 1)
     resid = y[ex] - (a0 * x[ex] + b0)
-    s0 = max(float(np.sqrt(np.mean(resid ** 2))), 1e-3)
+    if not sigma_min > 0:
+        raise ValueError(f"censored_fit: sigma_min must be > 0, got {sigma_min}")
+    s0 = max(float(np.sqrt(np.mean(resid ** 2))), sigma_min)
     if ex.all():
         return float(a0), float(b0), s0
     right, left = kind == "right", kind == "left"
 
+    def sigma(ls: float) -> float:
+        return math.sqrt(sigma_min ** 2 + math.exp(2 * ls))
+
     def nll(p):
         a, b, ls = p
-        s = math.exp(ls)
+        s = sigma(ls)
         mu = a * x + b
         out = -norm.logpdf(y[ex], mu[ex], s).sum()
         out -= norm.logsf(y[right], mu[right], s).sum()
@@ -146,7 +161,7 @@ def censored_fit(x, y, kind) -> tuple[float, float, float]:
     r = minimize(nll, [a0, b0, math.log(s0)], method="Nelder-Mead",
                  options={"xatol": 1e-8, "fatol": 1e-10, "maxiter": 20000, "maxfev": 40000})
     a, b, ls = r.x
-    return float(a), float(b), float(math.exp(ls))
+    return float(a), float(b), sigma(ls)
 
 
 def n_star_from(points: dict[int, list[float]], eps: float) -> tuple[int, str]:

@@ -433,8 +433,8 @@ def _run_cell_locked(cell: Cell, d: Path, threads: int) -> None:
     if is_deep(cell.method) and uses_net(cfg):
         try:
             train_net(cfg, d, progress=False, log=lambda s: None)
-        except DivergenceError as e:
-            write_json(d / "result.json", diverged_result(cfg, str(e)))
+        except DivergenceError as e:  # the metric names of the target's own task
+            write_json(d / "result.json", diverged_result(cfg, str(e), make_target(cfg.target, cfg.data).task))
     elif is_deep(cell.method):
         try:
             train(cfg, d, resume=resume, progress=False, log=lambda s: None)
@@ -444,11 +444,12 @@ def _run_cell_locked(cell: Cell, d: Path, threads: int) -> None:
         run_baseline(cell.method, json.loads(cell.baseline), cfg, d)
 
 
-def diverged_result(cfg: RunConfig, why: str) -> dict:
-    """A result.json of the usual shape for a run that diverged (its errors are nan)."""
+def diverged_result(cfg: RunConfig, why: str, task: str | None = None) -> dict:
+    """A result.json of the usual shape for a run that diverged (its errors are nan); ``task``
+    is the target's (``cfg.data.task`` for the quadratic class)."""
     nan = float("nan")
     return Result(method=cfg.method, seed=cfg.seed, config=to_dict(cfg), seconds=nan,
-                  metrics={k: nan for k in error_names(cfg.data.task)}, extra={"diverged": why}).to_json()
+                  metrics={k: nan for k in error_names(task or cfg.data.task)}, extra={"diverged": why}).to_json()
 
 
 # ---- executors --------------------------------------------------------------------------------

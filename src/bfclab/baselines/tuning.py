@@ -17,7 +17,9 @@ extended by one more value beyond that edge (the grid's own ratio for a geometri
 an arithmetic one), scored with the other axes at their best, and so on up to ``extend`` times or
 until the option's limit.  Whatever still sits at an edge afterwards is reported in
 ``info["at_edge"]`` (the results' "chosen at grid edge" column); a ridge chosen at the edge of its
-own grid is reported there too (as ``ridge``).  The chosen options then fit the whole training set
+own grid is reported there too (as ``ridge``).  A best value at an edge that is the option's own
+limit (a weight decay of 0, the smallest degree allowed) is the end of the option's range, not of
+the grid: it goes to ``info["at_limit"]`` instead.  The chosen options then fit the whole training set
 with the ridge fixed at the chosen value where the inner estimator has one.  ``chosen`` holds the
 choice and ``info["scores"]`` every point tried.
 """
@@ -124,7 +126,11 @@ class Tuned:
             if not grew:
                 break
         _, err, lam = scores[self._key(best)]
-        at_edge = [k for k, vals in axes.items() if _numeric(vals) and best[k] in (vals[0], vals[-1])]
+        at_edge, at_limit = [], []  # an edge the option's own limit forbids passing (weight decay 0) is not a grid edge
+        for k, vals in axes.items():
+            if _numeric(vals) and best[k] in (vals[0], vals[-1]):
+                beyond = _next_value(vals, upward=best[k] == vals[-1])
+                (at_limit if limit_problem(beyond, self.limits(k)) is not None else at_edge).append(k)
         final = dict(best)
         self.est_ = self.build(final)
         if lam is not None:
@@ -134,7 +140,7 @@ class Tuned:
             self.est_.ridge = lam
         self.est_.fit(x, y)
         self.chosen = {**final, **({"ridge": lam} if lam is not None else {})}
-        self.info = {"val_mse": err, "at_edge": at_edge, "axes": axes,
+        self.info = {"val_mse": err, "at_edge": at_edge, "at_limit": at_limit, "axes": axes,
                      "scores": [{**p, "val_mse": e, **({"ridge": r} if r is not None else {})}
                                 for p, e, r in scores.values()]}
         return self

@@ -83,13 +83,17 @@ def stage_pairs(cells: list[CellRun], stage: int) -> list[tuple[float, list | No
     return out
 
 
-def diverged_note(root: Path, spec: dict) -> str:
-    """A sentence naming the runs that diverged (left out of every statistic), or ''."""
+def diverged_note(root: Path, spec: dict, counted: bool = False) -> str:
+    """A sentence naming the runs that diverged, or ''.  They are left out of every statistic,
+    except where the summary ``counted`` them as failures (error inf) in its medians and
+    thresholds (then they are left out of the spreads only)."""
     bad = load_cells(root, spec, diverged=True)
     if not bad:
         return ""
     names = "; ".join(f"{c.params} ({c.result.diverged})" for c in bad)
-    return f"{len(bad)} run(s) diverged and are left out of the statistics: {names}."
+    how = ("count as failures (error inf) in the medians and smallest n, and are left out of the spreads"
+           if counted else "are left out of the statistics")
+    return f"{len(bad)} run(s) diverged and {how}: {names}."
 
 
 def missing(root: Path, spec: dict) -> list[Cell]:

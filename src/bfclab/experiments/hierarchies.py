@@ -43,7 +43,7 @@ RHM_TEST = 4000  # the m = 3 model has 17 496 distinct inputs: train + test must
 RHM_THRESHOLD = 0.1  # P*: the smallest n whose median test error is at most this
 
 STAIRCASE_OPTIONS = {"d": 30, "k": 4}
-STAIRCASE_QUICK_OPTIONS = {"d": 10, "k": 3}
+STAIRCASE_QUICK_OPTIONS = {"d": 14, "k": 3}  # 2^14 points: room for distinct train and test points
 STAIRCASE_NS = [250, 500, 1000, 2000, 4000, 8000, 16000]
 STAIRCASE_QUICK_NS = [200, 400]
 STAIRCASE_THRESHOLD = 1e-2
@@ -93,36 +93,48 @@ def label(params: dict) -> str:
 
 
 def crossing(points: dict[int, list[float]], threshold: float) -> tuple[str, float]:
-    """(the smallest grid n whose median is <= threshold, or "> N"; the n at which the median
-    curve crosses the threshold, interpolated linearly in log n and log error; nan if never)."""
+    """(the smallest grid n whose median is <= threshold as text, the n at which the median curve
+    crosses the threshold, interpolated linearly in log n and log error between that grid point and
+    the one below).  Censored crossings have no value (nan): "<= n" when the smallest grid point
+    already succeeds, "> N" when no grid point does.  A diverged run counts as a failure (inf)."""
     ns = sorted(points)
     meds = [med(points[n]) for n in ns]
     for i, (n, v) in enumerate(zip(ns, meds)):
         if v <= threshold:
             if i == 0:
-                return str(n), float(n)
+                return f"<= {n}", math.nan
             n0, v0 = ns[i - 1], meds[i - 1]
-            if v <= 0 or v0 <= 0:
+            if v <= 0 or not 0 < v0 < math.inf:
                 return str(n), float(n)
             f = (math.log(v0) - math.log(threshold)) / (math.log(v0) - math.log(v))
             return str(n), math.exp(math.log(n0) + f * (math.log(n) - math.log(n0)))
     return f"> {ns[-1]}" if ns else "n/a", math.nan
 
 
-def curves_of(cells) -> tuple[dict, dict]:
+def p_star_text(points: dict[int, list[float]], threshold: float) -> str:
+    """P* as text: the interpolated crossing, or the censored bound ("<= n", "> N")."""
+    label_, value = crossing(points, threshold)
+    return f"{value:.0f}" if value == value else label_
+
+
+def curves_of(cells, diverged=()) -> tuple[dict, dict]:
+    """({method: {n: [error per seed]}}, {method: {n: [cell]}}); a diverged cell enters the
+    curves (the medians, P*) as a failure, error inf, and is not among the runs (the spreads)."""
     curves: dict[str, dict[int, list[float]]] = {}
     runs: dict[str, dict[int, list]] = {}
     for c in cells:
         key, n = label(c.params), int(c.params["data.n_train"])
         curves.setdefault(key, {}).setdefault(n, []).append(c.result.error)
         runs.setdefault(key, {}).setdefault(n, []).append(c)
+    for c in diverged:
+        curves.setdefault(label(c.params), {}).setdefault(int(c.params["data.n_train"]), []).append(math.inf)
     return curves, runs
 
 
 def error_table(curves: dict, runs: dict, threshold: float, what: str) -> str:
     ns = sorted({n for v in curves.values() for n in v})
-    rows = [[m] + [spread_ci(final_pairs(runs[m].get(n, []))) if runs[m].get(n) else "" for n in ns]
-            + [crossing(curves[m], threshold)[0]] for m in curves]
+    rows = [[m] + [spread_ci(final_pairs(runs.get(m, {}).get(n, []))) if runs.get(m, {}).get(n) else ""
+                   for n in ns] + [crossing(curves[m], threshold)[0]] for m in curves]
     return table(["method"] + [f"n = {n}" for n in ns] + [f"smallest n, {what} <= {threshold:g}"], rows)
 
 
@@ -154,24 +166,25 @@ def level_table(runs: dict, methods: list[str]) -> str:
 
 def rhm_summary(root: Path, figdir: Path, quick: bool = False, command: str = "bfclab experiment rhm") -> Section:
     sp = rhm_spec(quick)
-    cells = load_cells(root, sp)
+    cells, bad = load_cells(root, sp), load_cells(root, sp, diverged=True)
     if not cells:
         return Section("rhm", f"No results under `{root}`: run `{command}`.")
     opts = sp["base"]["target"]["options"]
-    ms = sorted({int(c.params["target.options.m"]) for c in cells})
+    m_of = lambda c: int(c.params["target.options.m"])  # noqa: E731
+    ms = sorted({m_of(c) for c in cells})
     panels, parts = [], [f"Command: `{command}` (results in `{root}`); every method of one m sees the same "
                          f"training samples and test set; training and test sets are disjoint, each of distinct "
                          f"inputs (`bfclab.targets.protocol.split`). {CI_NOTE}"]
-    pstar: dict[int, dict[str, float]] = {}
+    curves_m: dict[int, dict] = {}
     for m in ms:
-        curves, runs = curves_of([c for c in cells if int(c.params["target.options.m"]) == m])
+        curves, runs = curves_of([c for c in cells if m_of(c) == m], [c for c in bad if m_of(c) == m])
+        curves_m[m] = curves
         t = make_target(TargetConfig(kind="rhm", options={**opts, "m": m}))
         chance = t.floors()["chance"]
         panels.append({"lines": curves, "xlabel": "n (training points)", "ylabel": "test error", "logx": True,
                        "hlines": {"chance": chance, f"P* threshold {RHM_THRESHOLD:g}": RHM_THRESHOLD},
                        "styles": {k: "--" for k in curves if k.startswith("krr")}, "title": f"m = {m}",
                        "logy": False})
-        pstar[m] = {k: crossing(v, RHM_THRESHOLD)[1] for k, v in curves.items()}
         predicted = opts["n_c"] * m ** opts["L"]
         parts += [f"**m = {m}** (v = {opts['v']}, n_c = {opts['n_c']}, s = {opts['s']}, L = {opts['L']}: "
                   f"{t.size} distinct inputs; n_c m^L = {predicted}). Test error (0-1):",
@@ -180,48 +193,55 @@ def rhm_summary(root: Path, figdir: Path, quick: bool = False, command: str = "b
     fig = figdir / "rhm.png"
     plot_vs(panels, fig, title="RHM: test error against n (median, min..max over seeds)")
     parts.insert(1, f"![rhm]({fig.name})")
+    pstar = {m: {k: crossing(v, RHM_THRESHOLD)[1] for k, v in curves_m[m].items()} for m in ms}
+    text = {m: {k: p_star_text(v, RHM_THRESHOLD) for k, v in curves_m[m].items()} for m in ms}
     if len(ms) >= 2:
         lo, hi = ms[0], ms[-1]
-        rows = []
-        for k in pstar[hi]:
-            a, b = pstar[lo].get(k, math.nan), pstar[hi][k]
-            rows.append([k, f"{a:.0f}" if a == a else f"> {max(RHM_NS.get(lo, [0]))}",
-                         f"{b:.0f}" if b == b else f"> {max(RHM_NS.get(hi, [0]))}",
-                         f"{b / a:.2f}" if a == a and b == b else "n/a"])
         ratio = (hi / lo) ** opts["L"]
+        rows = [[k, text[lo].get(k, "n/a"), text[hi][k],
+                 f"{pstar[hi][k] / pstar[lo][k]:.2f}" if pstar[lo].get(k, math.nan) > 0 and pstar[hi][k] > 0
+                 else "n/a (censored)"] for k in text[hi]]
         parts += [f"P* (the n at which the median test error crosses {RHM_THRESHOLD:g}, interpolated in log-log "
-                  f"between grid points) and its growth from m = {lo} to m = {hi}; the paper's P* ~ n_c m^L "
-                  f"predicts a ratio of ({hi}/{lo})^{opts['L']} = {ratio:.2f} "
+                  f"between grid points; a bound where the grid does not bracket it) and its growth from m = {lo} "
+                  f"to m = {hi}; the paper's P* ~ n_c m^L predicts a ratio of ({hi}/{lo})^{opts['L']} = {ratio:.2f} "
                   f"(n_c m^L = {opts['n_c'] * lo ** opts['L']} and {opts['n_c'] * hi ** opts['L']}):",
-                  table(["method", f"P* (m = {lo})", f"P* (m = {hi})", "ratio"], rows)]
-    if len(ms) >= 2 and "bfc" in pstar[ms[-1]]:
-        cnn = [k for k in DEEP if k in pstar[ms[-1]] and pstar[ms[-1]][k] == pstar[ms[-1]][k]]
-        ratios = {k: pstar[ms[-1]][k] / pstar[ms[0]][k] for k in cnn if pstar[ms[0]].get(k, math.nan) > 0}
-        parts.append(
-            "**The paper's claim against this measurement.** Cagnetta et al.: a deep CNN learns the RHM from "
-            "P* ~ n_c m^L examples, while shallow networks and kernels need many more.  Here the CNN's P* grows "
-            "from m = {0} to m = {1} by {2} (predicted {3:.2f}); bfc's P* is {4} times n_c m^L; the MLP's P* is {5}; the "
-            "kernels do not reach error {6:g} within the grid.".format(
-                ms[0], ms[-1], ", ".join(f"{r:.2f} ({k})" for k, r in ratios.items()),
-                (ms[-1] / ms[0]) ** opts["L"],
-                ", ".join(f"{pstar[m_]['bfc'] / (opts['n_c'] * m_ ** opts['L']):.1f} (m = {m_})" for m_ in ms
-                          if pstar[m_].get("bfc", math.nan) == pstar[m_].get("bfc", math.nan)),
-                ", ".join(f"{pstar[m_].get('e2e (mlp)', math.nan):.0f} (m = {m_})" for m_ in ms),
-                RHM_THRESHOLD))
-    parts += [conditions(root), diverged_note(root, sp)]
+                  table(["method", f"P* (m = {lo})", f"P* (m = {hi})", "ratio"], rows),
+                  rhm_claim(pstar, text, ms, opts)]
+    parts += [conditions(root), diverged_note(root, sp, counted=True)]
     return Section("rhm", "\n\n".join(p for p in parts if p))
+
+
+def rhm_claim(pstar: dict, text: dict, ms: list[int], opts: dict) -> str:
+    """The RHM paper's claim next to the measured P* (exact ones in ratios, bounds as bounds)."""
+    lo, hi = ms[0], ms[-1]
+    exact = lambda k: pstar[lo].get(k, math.nan) > 0 and pstar[hi].get(k, math.nan) > 0  # noqa: E731
+    ratios = ", ".join(f"{pstar[hi][k] / pstar[lo][k]:.2f} ({k})" for k in DEEP if exact(k)) or "n/a (censored)"
+    scaled = ", ".join(f"{pstar[m]['bfc'] / (opts['n_c'] * m ** opts['L']):.1f} (m = {m})" for m in ms
+                       if pstar[m].get("bfc", math.nan) > 0)
+    kernels = sorted(k for k in text[hi] if k.startswith("krr"))
+    reached = [k for k in kernels if any(pstar[m].get(k, math.nan) > 0 or text[m].get(k, "").startswith("<=")
+                                         for m in ms)]
+    ktext = "; ".join(f"{k}: " + ", ".join(f"{text[m].get(k, 'n/a')} (m = {m})" for m in ms) for k in kernels)
+    verdict = ("none of the kernels reaches it within the grid" if kernels and not reached else
+               f"{', '.join(reached)} reach it" if reached else "no kernel was run")
+    return ("**The paper's claim against this measurement.** Cagnetta et al.: a deep CNN learns the RHM from "
+            "P* ~ n_c m^L examples, while shallow networks and kernels need many more.  Here the CNN's P* grows "
+            f"from m = {lo} to m = {hi} by {ratios} (predicted {(hi / lo) ** opts['L']:.2f})"
+            + (f"; bfc's P* is {scaled} times n_c m^L" if scaled else "")
+            + "; the MLP's P* is " + ", ".join(f"{text[m].get('e2e (mlp)', 'n/a')} (m = {m})" for m in ms)
+            + f"; the kernels' P* ({ktext}): {verdict} (error {RHM_THRESHOLD:g}).")
 
 
 def staircase_summary(root: Path, figdir: Path, quick: bool = False,
                       command: str = "bfclab experiment staircase") -> Section:
     sp = staircase_spec(quick)
-    cells = load_cells(root, sp)
+    cells, bad = load_cells(root, sp), load_cells(root, sp, diverged=True)
     if not cells:
         return Section("staircase", f"No results under `{root}`: run `{command}`.")
     opts = sp["base"]["target"]["options"]
     t = make_target(TargetConfig(kind="staircase", options=opts))
     floors = {k: v for k, v in t.floors().items() if k.startswith("degree") and v > 0}
-    curves, runs = curves_of(cells)
+    curves, runs = curves_of(cells, bad)
     fig = figdir / "staircase.png"
     plot_vs([{"lines": curves, "xlabel": "n (training samples)", "ylabel": "test nMSE", "logx": True, "logy": True,
               "hlines": floors, "styles": {k: "--" for k in curves if k not in DEEP}}], fig,
@@ -237,21 +257,29 @@ def staircase_summary(root: Path, figdir: Path, quick: bool = False,
              f"function of its ReLU features (all {2 ** k} functions of the {k} support bits are), so here the level "
              "errors say that the support is found, not how the monomials are composed:",
              level_table(runs, DEEP), conditions(root),
-             diverged_note(root, sp)]
+             diverged_note(root, sp, counted=True)]
     return Section("staircase", "\n\n".join(p for p in parts if p))
 
 
 def claim_text(curves: dict, runs: dict, floors: dict, d: int, k: int) -> str:
-    """The staircase paper's claim next to the measured smallest n and the kernels' errors."""
+    """The staircase paper's claim next to the measured smallest n and the kernels' errors, each
+    kernel's error at its largest n set against the degree-(k-1) floor."""
     deep = {m: crossing(curves[m], STAIRCASE_THRESHOLD)[0] for m in DEEP if m in curves}
     kern = {m: v for m, v in curves.items() if m.startswith("krr")}
     top = max((n for v in kern.values() for n in v), default=None)
-    at_top = ", ".join(f"{m} {med(v[top]):.2f}" for m, v in kern.items() if top in v)
+    at_top = {m: med(v[top]) for m, v in kern.items() if top in v}
     floor = floors.get(f"degree<={k - 1}")
+    if floor is None or not at_top:
+        versus = ""
+    elif all(e >= floor for e in at_top.values()):
+        versus = (f" (at or above the degree-{k - 1} floor {floor:.2f}, the error of the best predictor of degree "
+                  f"<= {k - 1}: no kernel does better yet than one ignoring the degree-{k} term)")
+    else:
+        below = ", ".join(m for m, e in at_top.items() if e < floor)
+        versus = f" (the degree-{k - 1} floor is {floor:.2f}; {below} below it: part of the degree-{k} term fitted)"
     return ("**The paper's claim against this measurement.** Abbe, Boix-Adsera and Misiakiewicz: a staircase (each "
             "step a leap of one) is learned by SGD on neural networks with samples and steps polynomial and mild in "
             f"d, where a kernel needs on the order of d^{k} samples.  Here the smallest n reaching nMSE "
             f"{STAIRCASE_THRESHOLD:g}: " + ", ".join(f"{m} {v}" for m, v in deep.items())
-            + (f"; the kernels at n = {top}: {at_top}" if top else "")
-            + (f" (the degree-{k - 1} floor is {floor:.2f}: they have not yet fitted the degree-{k} part)"
-               if floor is not None else "") + ".")
+            + (f"; the kernels at n = {top}: " + ", ".join(f"{m} {e:.2f}" for m, e in at_top.items()) if at_top else "")
+            + versus + ".")

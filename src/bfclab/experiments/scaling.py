@@ -219,7 +219,8 @@ def summarize(root: Path, figdir: Path, quick: bool = False, command: str = "bfc
                                for d, n, k in fit["points"])
                 ci = f"{fit['a']:.2f} [{fit['lo']:.2f}, {fit['hi']:.2f}]" if fit["a"] == fit["a"] else "n/a"
                 ta, tt = time_fit(ss)
-                rows.append([label, L, name, ci, pts, f"{ta:.2f}" if ta == ta else "n/a", tt])
+                rows.append([label, L, name, ci, f"{fit['skipped']} / {fit['draws'] + fit['skipped']}", pts,
+                             f"{ta:.2f}" if ta == ta else "n/a", tt])
     fig1, fig2 = figdir / "scaling_nstar.png", figdir / "scaling_exponents.png"
     rel = {k: v for k, v in fits.items() if k[2] == "rel"}
     plot_scaling(rel, p.levels, fig1)
@@ -229,11 +230,12 @@ def summarize(root: Path, figdir: Path, quick: bool = False, command: str = "bfc
             f"{p.n_min} x sqrt(2)^i at which the median test nMSE over seeds {p.seeds} is <= eps; eps `rel` = a "
             f"tenth of the target's floor without its top level (`floors.json`), `1e-2` = 0.01.  Fit: "
             f"log n* = a log d + b, censored points through their tail probability (Tobit), 95 % bootstrap "
-            f"interval over seeds and target seeds ({p.draws} draws).  Time: the exponent of the median seconds "
-            f"of the runs at n* against d, censored like n*.",
+            f"interval over seeds and target seeds ({p.draws} draws; a draw with fewer than two exact n* at "
+            f"distinct d has no fit and is counted, not used), sigma at least the grid's own log(sqrt 2)/sqrt 12.  "
+            f"Time: the exponent of the median seconds of the runs at n* against d, censored like n*.",
             f"![n* against d]({fig1.name})", f"![exponent against depth]({fig2.name})",
-            table(["method", "L", "eps", "exponent a [95 %]", "n* per d (> censored, <= below the grid)",
-                   "time exponent", "seconds at n* per d"], rows),
+            table(["method", "L", "eps", "exponent a [95 %]", "draws without a fit",
+                   "n* per d (> censored, <= below the grid)", "time exponent", "seconds at n* per d"], rows),
             "Kernel reference exponents (monomials of degree 2^(L-1) in d variables over the same d): "
             + "; ".join(f"L = {L}: {v:.2f}" for L, v in refs.items()) + ".",
             conditions(root)]

@@ -18,6 +18,7 @@ options are typed dataclasses parsed by the run config's code (one-line errors s
 from __future__ import annotations
 
 import inspect
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -81,12 +82,35 @@ def parse_options(kind: str, given: dict) -> Any:
     return opts
 
 
-def _python_factory(kind: str) -> Callable:
+def _python_factory(kind: str, options: dict) -> Callable:
+    """The user's factory of ``kind``, its signature checked against ``seed=`` and ``options``."""
     rest = kind[len(PYTHON):]
     path, sep, func = rest.rpartition(":")
     if not sep or not path or not func:
         raise ConfigError(f"config key 'target.kind': {kind!r} must be python:PATH.py:FUNC")
-    return load_function(path, func, "config key 'target.kind'", f"{func}(seed=..., **target.options) -> a target")
+    factory = load_function(path, func, "config key 'target.kind'", f"{func}(seed=..., **target.options) -> a target")
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):  # a callable without a signature: checked when called
+        return factory
+    try:
+        sig.bind(seed=0, **dict(options))
+    except TypeError as e:
+        raise ConfigError(f"config key 'target.options': {kind} takes ({', '.join(sig.parameters)}); got options "
+                          f"{sorted(options)} ({e})") from None
+    return factory
+
+
+def _call_factory(kind: str, factory: Callable, seed: int, options: dict) -> Any:
+    """``factory(seed=seed, **options)``; whatever the user's code raises becomes one line
+    naming the target, the exception and where in the user's file it was raised."""
+    try:
+        return factory(seed=seed, **options)
+    except Exception as e:
+        frames = traceback.extract_tb(e.__traceback__)
+        where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+        raise ConfigError(f"target '{kind}': {getattr(factory, '__name__', 'factory')}(seed=..., **target.options) with options "
+                          f"{dict(options)} raised {type(e).__name__}: {e}{where}") from None
 
 
 def validate_target(tcfg: TargetConfig) -> None:
@@ -103,7 +127,7 @@ def validate_target(tcfg: TargetConfig) -> None:
     elif kind in KINDS:
         parse_options(kind, tcfg.options)
     elif kind.startswith(PYTHON):
-        _python_factory(kind)
+        _python_factory(kind, tcfg.options)
     else:
         raise ConfigError(f"config key 'target.kind': unknown {kind!r}; accepted: {ACCEPTED}")
 
@@ -111,21 +135,15 @@ def validate_target(tcfg: TargetConfig) -> None:
 def make_target(tcfg: TargetConfig, data: DataConfig | None = None) -> Any:
     """The protocol target of ``tcfg`` (the quadratic class wrapped by :class:`Quadratic` with
     ``data``'s task and label noise)."""
-    validate_target(tcfg)
     kind, seed = tcfg.kind, int(tcfg.seed)
+    if not kind.startswith(PYTHON):  # a python: kind is checked by _python_factory, loading the file once
+        validate_target(tcfg)
     if kind == "quadratic":
         return Quadratic(Target.from_config(tcfg), data)
     if kind in KINDS:
         return KINDS[kind].build(parse_options(kind, tcfg.options), seed)
-    factory = _python_factory(kind)
-    try:
-        t = factory(seed=seeds.seed_of("user_target", seed), **dict(tcfg.options))
-    except TypeError as e:
-        if "argument" not in str(e):
-            raise
-        params = ", ".join(inspect.signature(factory).parameters)
-        raise ConfigError(f"config key 'target.options': {kind} takes ({params}); got options "
-                          f"{sorted(tcfg.options)} ({e})") from None
+    factory = _python_factory(kind, tcfg.options)
+    t = _call_factory(kind, factory, seeds.seed_of("user_target", seed), dict(tcfg.options))
     protocol.check(t, where=f"target '{kind}'")
     if not isinstance(t.config, dict):
         raise ConfigError(f"target '{kind}': field 'config' must be a mapping")

@@ -20,6 +20,11 @@ and optionally
 * ``floors() -> {name: nMSE or error}``  known error floors (e.g. Bayes 0, a degree-p floor);
 * ``variance``   the population variance of y (regression), the normaliser of every nMSE; when
   absent it is estimated once from a large sample (:func:`variance_of`);
+* ``test_sample(n, seed) -> (x, y)``  the test examples, when they differ from training draws
+  (the quadratic class's test labels are clean of the training labels' noise, PAPER_NOTES §2.8);
+  :func:`split` uses it, and ``sample`` when it is absent;
+* ``size``       the number of distinct inputs of a finite input space (the RHM's P_max, the
+  staircase's 2^d): :func:`split` then keeps test points out of the training set;
 * ``patch``      the patch size of a tree-structured discrete input (a CNN with kernel = stride =
   ``patch`` then matches its hierarchy);
 * ``state() -> dict`` and a class method ``from_state(config, state)``: what :func:`save_target`
@@ -71,6 +76,11 @@ def check(t: Any, where: str = "target") -> Any:
     for name in ("kind", "task", "input", "shape", "vocab", "n_classes", "config", "sample"):
         if not hasattr(t, name):
             raise ConfigError(f"{where}: missing field '{name}' of the target protocol (bfclab.targets.protocol)")
+    shape = t.shape
+    if not (isinstance(shape, (tuple, list)) and shape
+            and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)):
+        raise ConfigError(f"{where}: field 'shape' must be a tuple of positive integers (one input's shape), "
+                          f"got {shape!r}")
     if t.task not in TASKS:
         raise ConfigError(f"{where}: field 'task' is {t.task!r}; accepted: {', '.join(TASKS)}")
     if t.input not in INPUTS:
@@ -84,9 +94,11 @@ def check(t: Any, where: str = "target") -> Any:
     return t
 
 
-def checked_sample(t: Any, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``t.sample(n, seed)`` with its output checked against the declared task and input."""
-    out = t.sample(int(n), int(seed))
+def checked_sample(t: Any, n: int, seed: int, test: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``t.sample(n, seed)`` (``t.test_sample`` for ``test`` where the target has one) with its
+    output checked against the declared task and input."""
+    draw = getattr(t, "test_sample", None) if test else None
+    out = (draw if callable(draw) else t.sample)(int(n), int(seed))
     if not (isinstance(out, tuple) and len(out) == 2 and all(isinstance(a, torch.Tensor) for a in out)):
         raise ConfigError(f"target '{t.kind}': sample(n, seed) must return two tensors (x, y)")
     x, y = out
@@ -178,9 +190,14 @@ class Quadratic:
     def variance(self) -> float:
         return self.target.var_g
 
-    def sample(self, n: int, seed: int):
-        x, y, _ = self.target.sample(n, seed=seed, task=self.task, label_noise=self.label_noise)
+    def sample(self, n: int, seed: int, label_noise: float | None = None):
+        noise = self.label_noise if label_noise is None else label_noise
+        x, y, _ = self.target.sample(n, seed=seed, task=self.task, label_noise=noise)
         return (x, (y > 0).to(torch.int64)) if self.task == "classification" else (x, y)
+
+    def test_sample(self, n: int, seed: int):
+        """Test examples with clean labels, as :func:`bfclab.training.test_data` draws them."""
+        return self.sample(n, seed, label_noise=0.0)
 
     def features(self, x: torch.Tensor) -> dict:
         return self.target.features(x)
@@ -222,12 +239,13 @@ def _row_keys(x: torch.Tensor) -> list[bytes]:
     return [a[i].tobytes() for i in range(a.shape[0])]
 
 
-def _distinct(t: Any, n: int, stream: str, seed: int, exclude: set[bytes]) -> tuple[torch.Tensor, torch.Tensor]:
+def _distinct(t: Any, n: int, stream: str, seed: int, exclude: set[bytes],
+              test: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """n distinct examples not in ``exclude``: draws of ``stream`` (index = the round) with
     repeats and excluded rows dropped, in draw order, topped up round by round."""
     xs, ys, seen, have, r = [], [], set(exclude), 0, 0
     while have < n:
-        x, y = checked_sample(t, max(n - have, 1024), seeds.seed_of(stream, seed, r))
+        x, y = checked_sample(t, max(n - have, 1024), seeds.seed_of(stream, seed, r), test=test)
         keep = []
         for i, k in enumerate(_row_keys(x)):
             if k not in seen:
@@ -245,18 +263,21 @@ def _distinct(t: Any, n: int, stream: str, seed: int, exclude: set[bytes]) -> tu
 
 def split(t: Any, data: DataConfig, seed: int, target_seed: int) -> tuple[torch.Tensor, ...]:
     """(x, y, x_test, y_test) of a run: training examples of the ``train_data`` stream of the run
-    seed, test examples of the ``test_data`` stream of the target seed (the same for every method
-    and seed).  A target with a finite number of distinct inputs (``size``, e.g. the RHM) gets
-    distinct test examples and distinct training examples that are not in the test set (as in
-    its paper), which needs n_train + n_test <= size / 2."""
+    seed, test examples (``test_sample`` where the target has one) of the ``test_data`` stream of
+    the target seed (the same for every method and seed).  A target with a finite number
+    ``size`` of distinct inputs (the RHM, the staircase's 2^d points), when a test point is
+    expected to repeat a training point (n_train * n_test > size for uniform inputs), gets distinct
+    test examples and distinct training examples that are not in the test set (as in the RHM's
+    paper), which needs n_train + n_test <= size / 2; otherwise (e.g. the staircase at d = 30) it
+    is drawn like an infinite one."""
     size = getattr(t, "size", None)
-    if size is None:
+    if size is None or data.n_train * data.n_test <= size:  # under one expected train/test coincidence
         x, y = checked_sample(t, data.n_train, seeds.seed_of("train_data", seed))
-        xt, yt = checked_sample(t, data.n_test, seeds.seed_of("test_data", target_seed))
+        xt, yt = checked_sample(t, data.n_test, seeds.seed_of("test_data", target_seed), test=True)
         return x, y, xt, yt
     if data.n_train + data.n_test > size // 2:
         raise ConfigError(f"config key 'data.n_test': target '{t.kind}' has {size} distinct inputs; n_train + "
                           f"n_test must be at most half of that ({size // 2}), got {data.n_train} + {data.n_test}")
-    xt, yt = _distinct(t, data.n_test, "test_data", target_seed, set())
+    xt, yt = _distinct(t, data.n_test, "test_data", target_seed, set(), test=True)
     x, y = _distinct(t, data.n_train, "train_data", seed, set(_row_keys(xt)))
     return x, y, xt, yt

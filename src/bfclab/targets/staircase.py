@@ -104,6 +104,7 @@ class Staircase:
         o = options
         self.options, self.seed = options, int(seed)
         self.shape = (o.d,)
+        self.size = 2 ** o.d  # the hypercube's points (protocol.split keeps test points out of training)
         self.levels = list(range(1, o.k + 1))
         self.support = [int(i) for i in support]
         self.coefficients = [float(a) for a in o.coefficients] if o.coefficients is not None else [1.0] * o.k
