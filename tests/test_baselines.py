@@ -441,6 +441,7 @@ SMALL = {
     "twolayer-quad": {"width": 256, "steps": 600},
     "twolayer-relu": {"width": 256, "steps": 600},
     "seqkernel": {"L": 3},
+    "krr-oracle": {"select_n": 1000},
     "nystrom-poly": {"degree": 2, "centres": 512},
     "nystrom-rbf": {"centres": 512},
     "nystrom-ntk-relu": {"centres": 512},

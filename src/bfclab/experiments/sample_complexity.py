@@ -30,7 +30,9 @@ from .common import (CI_NOTE, QUICK_BASE, Section, conditions, diverged_note, fi
 NAME = "sample-complexity"
 DEEP = ["bfc", "layerwise", "e2e"]
 BASELINES = ["krr-poly", "krr-rbf", "krr-ntk-relu", "krr-entk", "rf-quad", "rf-relu",
-             "twolayer-quad", "twolayer-relu", "seqkernel"]
+             "twolayer-quad", "twolayer-relu", "seqkernel", "krr-oracle"]
+#: baselines given the target's hidden structure (issue 12, part 2), not learners of the class
+ORACLES = {"krr-oracle": "true lower-level features given"}
 NS = [1000, 3000, 10000, 20000]
 QUICK_NS = [200, 500]
 THRESHOLD = 1e-2
@@ -106,6 +108,8 @@ def floor_lines(base: dict) -> tuple[dict[str, float], str]:
 
 def method_label(method: str, options: dict, degree: int) -> str:
     """The method's name, marked when its predictor cannot represent the target's degree."""
+    if method in ORACLES:
+        return f"{method} (oracle: {ORACLES[method]})"
     k = max_degree(method, options) if not is_deep(method) else None
     return f"{method} (degree ≤ {k} < {degree})" if k is not None and k < degree else method
 
@@ -153,6 +157,10 @@ def summarize(root: Path, figdir: Path, quick: bool = False,
         floor_text,
         f"A method marked (degree ≤ k < {degree}) predicts with a polynomial of degree at most k and cannot "
         f"represent the degree-{degree} target at any n: it is bounded by the degree-k floor.",
+        "A method marked (oracle) is given what no learner has: `krr-oracle` fits the target's true features of "
+        "the levels below the top (and x, which the top level reads) with a degree-4 polynomial kernel, which "
+        "holds the target exactly (`bfclab.baselines.oracle`): the best a sequential method could do with "
+        "perfect lower levels." if any(m in ORACLES for m in curves) else "",
         conditions(root),
         diverged_note(root, sp),
     ]
@@ -172,7 +180,7 @@ def summarize(root: Path, figdir: Path, quick: bool = False,
     else:
         parts.append(f"Kernels at the largest n: no results under `{limit_root}`: run "
                      f"`bfclab experiment kernel-limit{' --quick' if quick else ''}`.")
-    return Section(NAME, "\n\n".join(parts))
+    return Section(NAME, "\n\n".join(p for p in parts if p))
 
 
 def summarize_limit(root: Path, figdir: Path, quick: bool = False,
