@@ -46,3 +46,20 @@ def test_the_oracle_needs_the_quadratic_class():
         check_applies("krr-oracle", "rhm")
     with pytest.raises(ConfigError, match=r"^estimator 'krr-oracle': needs the quadratic class's target"):
         oracle_levels(object())
+
+
+def test_the_oracle_note_states_its_numbers_from_the_runs():
+    from types import SimpleNamespace as NS
+
+    from bfclab.experiments.sample_complexity import oracle_note
+
+    def run(err, chosen):
+        sel = {"grid": [1e-14, 1e-13, 1.0], "val_mse": [0.2, 0.2 * (1 + 1e-9), 3.0], "chosen": chosen}
+        return NS(result=NS(error=err, extra={"info": {"input_width": 40, "selection": sel}}))
+
+    note = oracle_note("krr-oracle", {1000: [run(0.5, 1.0)], 20000: [run(0.07, 1e-14), run(0.08, 1.0),
+                                                                      run(0.09, 1e-14)]},
+                       {20000: [0.001, 0.0008, 0.002]})
+    assert note.startswith("`krr-oracle` at n = 20000: median 0.08, 80x bfc's 0.001;")
+    assert f"width 40, spanned at degree <= 4 by {math.comb(44, 4)} monomials against 20000" in note
+    assert "2 of 3 seeds chose the ridge grid's smallest value 1e-14" in note and "at most 1.0e-09" in note

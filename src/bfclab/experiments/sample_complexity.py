@@ -13,6 +13,7 @@ nMSE of a predictor that is exact on levels <= l and ignores the rest, computed 
 
 from __future__ import annotations
 
+from math import comb
 from pathlib import Path
 
 from .. import seeds
@@ -114,6 +115,33 @@ def method_label(method: str, options: dict, degree: int) -> str:
     return f"{method} (degree ≤ {k} < {degree})" if k is not None and k < degree else method
 
 
+def oracle_note(method: str, by_n: dict[int, list], bfc: dict[int, list[float]]) -> str:
+    """What the oracle's stored runs say at their largest n, in numbers: its error against bfc's,
+    the size of the degree-4 problem it is left with (monomials of degree <= 4 in its inputs
+    against n), and whether it interpolates with its ridge at the grid's lower end, where the
+    validation error is flat (the ridgeless limit, not an unbracketed choice)."""
+    n = max(by_n)
+    runs = by_n[n]
+    err = med([c.result.error for c in runs])
+    info = [c.result.extra.get("info", {}) for c in runs]
+    width = {i.get("input_width") for i in info} - {None}
+    parts = [f"`{method}` at n = {n}: median {err:.3g}"]
+    if bfc.get(n):
+        parts[0] += f", {err / med(bfc[n]):.0f}x bfc's {med(bfc[n]):.3g}"
+    if len(width) == 1:
+        w = width.pop()
+        parts.append(f"its inputs have width {w}, spanned at degree <= 4 by {comb(w + 4, 4)} monomials "
+                     f"against {n} training points")
+    sel = [i.get("selection") or {} for i in info]
+    low = [s for s in sel if s.get("grid") and s.get("chosen") == min(s["grid"])]
+    if low:
+        flat = max(abs(s["val_mse"][1] - s["val_mse"][0]) / s["val_mse"][0] for s in low)
+        parts.append(f"{len(low)} of {len(runs)} seeds chose the ridge grid's smallest value "
+                     f"{min(low[0]['grid']):g}, where the validation error differs from the next value's "
+                     f"by at most {flat:.1e} relative (the ridgeless limit)")
+    return "; ".join(parts) + "."
+
+
 def smallest_n(points: dict[int, list[float]]) -> str:
     ok = [n for n in sorted(points) if med(points[n]) <= THRESHOLD]
     return str(ok[0]) if ok else "not within the grid"
@@ -161,6 +189,7 @@ def summarize(root: Path, figdir: Path, quick: bool = False,
         "the levels below the top (and x, which the top level reads) with a degree-4 polynomial kernel, which "
         "holds the target exactly (`bfclab.baselines.oracle`): the best a sequential method could do with "
         "perfect lower levels." if any(m in ORACLES for m in curves) else "",
+        " ".join(oracle_note(m, runs[m], curves.get("bfc", {})) for m in curves if m in ORACLES),
         conditions(root),
         diverged_note(root, sp),
     ]

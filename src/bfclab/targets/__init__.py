@@ -109,8 +109,9 @@ def _call_factory(kind: str, factory: Callable, seed: int, options: dict) -> Any
     except Exception as e:
         frames = traceback.extract_tb(e.__traceback__)
         where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
-        raise ConfigError(f"target '{kind}': {getattr(factory, '__name__', 'factory')}(seed=..., **target.options) with options "
-                          f"{dict(options)} raised {type(e).__name__}: {e}{where}") from None
+        name = getattr(factory, "__name__", "factory")
+        raise ConfigError(f"target '{kind}': {name}(seed=..., **target.options) with options {dict(options)} "
+                          f"raised {type(e).__name__}: {e}{where}") from None
 
 
 def validate_target(tcfg: TargetConfig) -> None:
