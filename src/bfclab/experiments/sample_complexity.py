@@ -40,6 +40,10 @@ THRESHOLD = 1e-2
 LIMIT_N = 40000  # every kernel, float32
 MAX_N = 90000  # the best kernel at n = 40000 once more, near the machine's limit (~100k in float32)
 KERNELS = ["krr-poly", "krr-rbf", "krr-ntk-relu"]
+#: the sequential kernel beyond the grid (issue 12, part 2: run to the n where it reaches 1e-2 or
+#: fails); its levels are solved in the primal, O(n D^2) with D ~ 1100, so n is bounded by time only
+SEQ_NS = [40000, 80000, 160000, 320000]
+QUICK_SEQ_NS = [2000]
 
 
 def spec(quick: bool = False) -> dict:
@@ -142,6 +146,67 @@ def oracle_note(method: str, by_n: dict[int, list], bfc: dict[int, list[float]])
     return "; ".join(parts) + "."
 
 
+def bracket(points: dict[int, list[float]]) -> tuple[int | None, int | None, int]:
+    """(the largest n below the first hit whose median is above THRESHOLD, the smallest n whose
+    median reaches it, the largest n measured): n*(THRESHOLD) lies in (below, hit] on the grid;
+    ``hit`` is None when no n reaches it (n* > the largest n, censored)."""
+    ns = sorted(points)
+    hits = [n for n in ns if med(points[n]) <= THRESHOLD]
+    hit = hits[0] if hits else None
+    below = [n for n in ns if (hit is None or n < hit) and med(points[n]) > THRESHOLD]
+    return (below[-1] if below else None), hit, ns[-1]
+
+
+def n_star_text(points: dict[int, list[float]]) -> str:
+    below, hit, top = bracket(points)
+    if hit is None:
+        return f"> {top}"
+    return f"({below}, {hit}]" if below is not None else f"<= {hit}"
+
+
+def ratio_text(base: dict[int, list[float]], deep: dict[int, list[float]]) -> str:
+    """(n* of ``base``) / (n* of ``deep``) as the interval its two grid brackets allow."""
+    d_below, d_hit, _ = bracket(deep)
+    b_below, b_hit, b_top = bracket(base)
+    if d_hit is None:
+        return "n/a (the deep learner does not reach it)"
+    if b_hit is None:
+        return f"> {b_top / d_hit:.3g}"
+    lo = f"{b_below / d_hit:.3g}" if b_below is not None else "0"
+    hi = f"{b_hit / d_below:.3g}" if d_below is not None else "inf"
+    return f"[{lo}, {hi}]"
+
+
+def separation(curves: dict[str, dict[int, list[float]]], beyond: dict[str, dict[int, list[float]]],
+               deep: str = "bfc") -> tuple[list[list[str]], str]:
+    """Issue 12's ratio table: for every method, n*(THRESHOLD) as an interval on the grid (the
+    grid's runs with the larger n of ``beyond`` merged in), the number of seeds at its largest n,
+    and (its n*) / (``deep``'s n*); then a sentence naming the best non-oracle method other than
+    the deep learner (the lowest median at the grid's largest n)."""
+    merged = {m: {**v, **beyond.get(m, {})} for m, v in curves.items()}
+    rows = []
+    for m, pts in merged.items():
+        top = max(pts)
+        rows.append([m, n_star_text(pts), str(top), str(len(pts[top])),
+                     "—" if m == deep else ratio_text(pts, merged[deep])])
+    grid_top = max(n for v in curves.values() for n in v)
+    rivals = {m: med(v[grid_top]) for m, v in curves.items()
+              if m not in (deep, *DEEP, *ORACLES) and grid_top in v}
+    if deep not in merged or not rivals:
+        return rows, ""
+    best = min(rivals, key=rivals.get)
+    d_below, d_hit, d_top = bracket(merged[deep])
+    reach = (f"`{deep}` reaches nMSE <= {THRESHOLD:g} at n in {n_star_text(merged[deep])}" if d_hit is not None
+             else f"`{deep}` does not reach nMSE <= {THRESHOLD:g} by n = {d_top}")
+    b_below, b_hit, b_top = bracket(merged[best])
+    b_reach = (f"reaches it at n in {n_star_text(merged[best])}" if b_hit is not None
+               else f"does not by n = {b_top} ({len(merged[best][b_top])} seed(s) there)")
+    text = (f"{reach}; the best baseline at n = {grid_top} (lowest median, oracles aside) is `{best}` "
+            f"(median {rivals[best]:.3g}), which {b_reach}: the ratio of the samples it needs to "
+            f"`{deep}`'s is {ratio_text(merged[best], merged[deep])}.")
+    return rows, text
+
+
 def smallest_n(points: dict[int, list[float]]) -> str:
     ok = [n for n in sorted(points) if med(points[n]) <= THRESHOLD]
     return str(ok[0]) if ok else "not within the grid"
@@ -193,8 +258,24 @@ def summarize(root: Path, figdir: Path, quick: bool = False,
         conditions(root),
         diverged_note(root, sp),
     ]
+    seq = seq_points(root.parent / "seqkernel-limit", quick)
+    parts.append(seq_sentence(seq, "bfclab experiment seqkernel-limit" + (" --quick" if quick else "")))
     limit_root = root.parent / "kernel-limit"
     lim = load_cells(limit_root, limit_spec(quick))
+    beyond: dict[str, dict[int, list[float]]] = {"seqkernel": {n: [c.result.error for c in v] for n, v in seq.items()}}
+    for c in lim:
+        beyond.setdefault(c.params["method"], {}).setdefault(int(c.params["data.n_train"]), []).append(c.result.error)
+    srows, stext = separation(curves, beyond)
+    parts += [
+        f"Separation: n*({THRESHOLD:g}) per method, the interval of the grid's n between which its median "
+        f"first reaches nMSE <= {THRESHOLD:g} (the grid merged with `kernel-limit`'s and `seqkernel-limit`'s "
+        "larger n; \"> N\": not by the largest n run), and the ratio of its n* to bfc's as the interval the "
+        "two brackets allow.  The kernels' options here are their defaults with the ridge chosen on "
+        "validation data (the `tuned-*` baselines, options chosen at the full n, are not in this grid).",
+        table(["method", f"n*({THRESHOLD:g})", "largest n", "seeds there", "n* / n*(bfc)"],
+              [[labels.get(r[0], r[0])] + r[1:] for r in srows]),
+        stext,
+    ]
     bfc_top = curves.get("bfc", {}).get(max(ns), [])
     if lim:
         best = min(lim, key=lambda c: c.result.error)
@@ -210,6 +291,53 @@ def summarize(root: Path, figdir: Path, quick: bool = False,
         parts.append(f"Kernels at the largest n: no results under `{limit_root}`: run "
                      f"`bfclab experiment kernel-limit{' --quick' if quick else ''}`.")
     return Section(NAME, "\n\n".join(p for p in parts if p))
+
+
+def seq_spec(quick: bool = False) -> dict:
+    """``seqkernel`` on the sample-complexity target at SEQ_NS (3 seeds), the same samples and test
+    set as the grid's cells of the same seed."""
+    base = {k: dict(v) for k, v in QUICK_BASE.items()} if quick else {}
+    return {"name": "seqkernel-limit", "base": base,
+            "grid": {"method": ["seqkernel"], "data.n_train": QUICK_SEQ_NS if quick else SEQ_NS,
+                     "seed": [0] if quick else [0, 1, 2]}}
+
+
+def seq_points(root: Path, quick: bool = False) -> dict[int, list]:
+    """The stored ``seqkernel-limit`` runs by n."""
+    out: dict[int, list] = {}
+    for c in load_cells(root, seq_spec(quick)):
+        out.setdefault(int(c.params["data.n_train"]), []).append(c)
+    return out
+
+
+def seq_sentence(points: dict[int, list], command: str) -> str:
+    """Where the sequential kernel's median reaches THRESHOLD beyond the grid, or that it does not
+    by the largest n run, with its last median and spread."""
+    if not points:
+        return ""
+    ns = sorted(points)
+    hit = [n for n in ns if med([c.result.error for c in points[n]]) <= THRESHOLD]
+    top = points[ns[-1]]
+    last = f"median {spread_ci(final_pairs(top))} at n = {ns[-1]} ({len(top)} seed{'s' if len(top) != 1 else ''})"
+    if hit:
+        return (f"The sequential kernel beyond the grid (`{command}`): its median reaches nMSE <= {THRESHOLD:g} "
+                f"at n = {hit[0]}; {last}.")
+    return (f"The sequential kernel beyond the grid (`{command}`): its median does not reach nMSE <= "
+            f"{THRESHOLD:g} by n = {ns[-1]}; {last}.")
+
+
+def summarize_seq(root: Path, figdir: Path, quick: bool = False,
+                  command: str = "bfclab experiment seqkernel-limit") -> Section:
+    points = seq_points(root, quick)
+    if not points:
+        return Section("seqkernel-limit", f"No results under `{root}`: run `{command}`.")
+    rows = [[n, spread_ci(final_pairs(points[n])), f"{med([c.result.seconds for c in points[n]]):.0f}"]
+            for n in sorted(points)]
+    return Section("seqkernel-limit", "\n\n".join(p for p in [
+        f"Command: `{command}`: `seqkernel` (float64, each level solved in the primal) on the "
+        f"sample-complexity target beyond its grid.  {CI_NOTE}",
+        table(["n", "test nMSE", "median seconds"], rows), seq_sentence(points, command),
+        conditions(root), diverged_note(root, seq_spec(quick))] if p))
 
 
 def summarize_limit(root: Path, figdir: Path, quick: bool = False,
