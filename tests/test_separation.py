@@ -27,12 +27,25 @@ def test_separation_merges_larger_n_and_names_the_best_baseline():
               "seqkernel": {3000: [0.3] * 3, 20000: [0.06] * 3}, "krr-poly": {20000: [0.5] * 3},
               "krr-oracle": {20000: [0.01] * 3}}
     rows, text = separation(curves, {"seqkernel": {40000: [0.02] * 2, 80000: [0.008] * 2},
-                                     "krr-poly": {90000: [0.4]}})
+                                     "krr-poly": {90000: [0.4]},
+                                     "tuned-krr-poly": {1000: [0.7] * 3, 10000: [0.005] * 3}})
     by = {r[0]: r for r in rows}
     assert by["seqkernel"][1:] == ["(40000, 80000]", "80000", "2", "[4, 26.7]"]
     assert by["krr-poly"][1:] == ["> 90000", "90000", "1", "> 9"]
     assert by["bfc"][4] == "—"
+    # a method run only apart gets its row, but rivals only where the grid's largest n was run
+    assert by["tuned-krr-poly"][1:] == ["(1000, 10000]", "10000", "3", "[0.1, 3.33]"]
     # layerwise and the oracle are not rivals: the best baseline at n = 20000 is seqkernel
     assert text.startswith("`bfc` reaches nMSE <= 0.01 at n in (3000, 10000]; the best baseline at n = 20000")
     assert "is `seqkernel` (median 0.06), which reaches it at n in (40000, 80000]" in text
     assert text.endswith("is [4, 26.7].")
+
+
+def test_tuning_gain_compares_at_the_largest_n_both_ran():
+    from bfclab.experiments.sample_complexity import tuning_gain
+
+    curves = {"krr-poly": {1000: [0.9] * 3, 10000: [0.6, 0.62, 0.61], 20000: [0.5] * 3}}
+    text = tuning_gain({"tuned-krr-poly": {1000: [0.8] * 3, 10000: [0.55] * 3}}, curves)
+    assert "`krr-poly` 0.61 -> 0.55 at n = 10000" in text and text.endswith("reaches nMSE <= 0.01.")
+    assert tuning_gain({"tuned-krr-rbf": {1000: [0.005]}}, curves) == ""  # no default run to compare with
+    assert tuning_gain({"tuned-krr-poly": {1000: [0.005] * 3}}, curves).endswith("at n = 1000.")

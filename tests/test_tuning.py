@@ -9,7 +9,8 @@ import pytest
 from bfclab.baselines.krr import KRR
 from bfclab.baselines.kernels import Polynomial
 from bfclab.baselines.registry import make_estimator
-from bfclab.baselines.tuning import Tuned, _next_value
+from bfclab.baselines.ridge import ridge_floor
+from bfclab.baselines.tuning import Tuned, _next_value, ridge_edge
 from bfclab.config import ConfigError
 
 
@@ -67,6 +68,16 @@ def test_next_values_keep_the_axis_kind():
     assert _next_value([0.0, 1e-4, 1e-3], upward=False) == -1e-4  # arithmetic at 0 (then refused by ge=0)
     assert _next_value([1, 2, 3], upward=True) == 4
     assert _next_value([0.5, 1.0], upward=True) == 2.0
+
+
+def test_a_ridge_at_the_solvers_floor_is_its_limit_not_a_grid_edge():
+    grid = [10.0 ** e for e in range(-14, 1)]
+    f64 = torch.float64
+    assert ridge_edge(1e-14, grid, f64) == "limit"  # 1e-15 would be under float64's 3.6e-15
+    assert ridge_edge(1.0, grid, f64) == "edge" and ridge_edge(1e-6, grid, f64) is None
+    assert ridge_edge(1e-6, grid[8:], f64) == "edge"  # a grid from 1e-6 could go lower in float64
+    # float32 clips the grid at its floor (1.9e-6): a choice there is float32's limit
+    assert ridge_edge(ridge_floor(torch.float32), grid, torch.float32) == "limit"
 
 
 def test_tuned_krr_scores_on_all_points_and_refits_with_its_choice():

@@ -19,8 +19,12 @@ until the option's limit.  Whatever still sits at an edge afterwards is reported
 ``info["at_edge"]`` (the results' "chosen at grid edge" column); a ridge chosen at the edge of its
 own grid is reported there too (as ``ridge``).  A best value at an edge that is the option's own
 limit (a weight decay of 0, the smallest degree allowed) is the end of the option's range, not of
-the grid: it goes to ``info["at_limit"]`` instead.  The chosen options then fit the whole training set
-with the ridge fixed at the chosen value where the inner estimator has one.  ``chosen`` holds the
+the grid: it goes to ``info["at_limit"]`` instead.  So does a ridge at the bottom of its grid when the
+grid's next value below would fall under the solver's floor (``ridge.ridge_floor``: 16 machine
+epsilons of its dtype, relative to the Gram matrix's trace), where a smaller ridge cannot be told
+apart from it: the ridgeless limit at the solver's precision (:func:`ridge_edge`).  The chosen
+options then fit the whole training set with the ridge fixed at the chosen value where the inner
+estimator has one.  ``chosen`` holds the
 choice and ``info["scores"]`` every point tried.
 """
 
@@ -35,7 +39,7 @@ import torch
 from .. import seeds
 from ..config import limit_problem
 from .krr import KRR, check_memory
-from .ridge import split
+from .ridge import ridge_floor, split
 
 
 def _next_value(values: list, upward: bool) -> Any:
@@ -52,6 +56,19 @@ def _next_value(values: list, upward: bool) -> Any:
         if nxt == edge:
             nxt = edge + (1 if upward else -1)
     return nxt
+
+
+def ridge_edge(lam: float, grid: list[float], dtype: torch.dtype) -> str | None:
+    """Where a chosen (normalised) ridge ``lam`` sits on its ``grid`` in ``dtype``: ``"edge"`` at
+    either end of the grid, ``"limit"`` at its bottom when the grid's next value below (its own ratio)
+    is under ``ridge_floor(dtype)``, so that the grid cannot be extended there (module docstring);
+    None inside the grid."""
+    vals = sorted({max(float(g), ridge_floor(dtype)) for g in grid})
+    if len(vals) < 2 or vals[0] * (1 + 1e-9) < lam < vals[-1] * (1 - 1e-9):
+        return None
+    if lam <= vals[0] * (1 + 1e-9) and _next_value(vals, upward=False) < ridge_floor(dtype):
+        return "limit"
+    return "edge"
 
 
 def _numeric(values: list) -> bool:
@@ -134,9 +151,9 @@ class Tuned:
         final = dict(best)
         self.est_ = self.build(final)
         if lam is not None:
-            grid = self.est_.ridge_grid
-            if lam <= min(grid) * (1 + 1e-9) or lam >= max(grid) * (1 - 1e-9):
-                at_edge.append("ridge")
+            where = ridge_edge(lam, self.est_.ridge_grid, self.est_.dtype)
+            if where is not None:
+                (at_limit if where == "limit" else at_edge).append("ridge")
             self.est_.ridge = lam
         self.est_.fit(x, y)
         self.chosen = {**final, **({"ridge": lam} if lam is not None else {})}

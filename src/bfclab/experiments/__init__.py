@@ -246,6 +246,7 @@ def registry() -> dict[str, Experiment | AdaptiveExperiment | ImageExperiment | 
         Experiment("kernel-limit", sample_complexity.limit_spec, (sample_complexity.summarize_limit,),
                    workers=1, threads=2),
         Experiment("seqkernel-limit", sample_complexity.seq_spec, (sample_complexity.summarize_seq,)),
+        Experiment("sample-complexity-tuned", sample_complexity.tuned_spec, (sample_complexity.summarize_tuned,)),
         Experiment("sample-complexity", sample_complexity.spec, (sample_complexity.summarize,)),
         AdaptiveExperiment("scaling", scaling),
         Experiment("rhm", hierarchies.rhm_spec, (hierarchies.rhm_summary,)),
