@@ -63,6 +63,18 @@ def test_an_edge_choice_that_may_not_extend_is_flagged():
     assert t.info["at_limit"] == []
 
 
+def test_a_cap_stops_the_extension_and_is_flagged():
+    x, y = data()
+    t = Tuned("bowl", lambda p: Bowl(p["a"], 100.0), {"a": [1.0, 2.0, 4.0]}, lambda k: {}, extend=3,
+              caps={"a": 8.0}).fit(x, y)
+    assert t.info["axes"]["a"] == [1.0, 2.0, 4.0, 8.0] and t.chosen == {"a": 8.0}
+    assert t.info["at_edge"] == ["a"] and t.info["capped"] == ["a"] and t.info["at_limit"] == []
+    free = tuned_bowl([1.0, 2.0, 4.0], best=10.0, extend=3).fit(x, y)
+    assert free.info["capped"] == []
+    with pytest.raises(ConfigError, match=r"^estimator 'tuned-twolayer-relu' option 'caps.depth': a number capping"):
+        make_estimator("tuned-twolayer-relu", {"caps": {"depth": 4}})
+
+
 def test_next_values_keep_the_axis_kind():
     assert _next_value([2, 4, 8], upward=True) == 16 and _next_value([2, 4, 8], upward=False) == 1
     assert _next_value([0.0, 1e-4, 1e-3], upward=False) == -1e-4  # arithmetic at 0 (then refused by ge=0)

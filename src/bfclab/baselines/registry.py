@@ -349,13 +349,15 @@ def _tuned_options(inner: str) -> type:
     class TunedOptions:
         """A tuned baseline (:mod:`bfclab.baselines.tuning`): the inner estimator's ``options``
         (fixed) and ``space`` (each key an option of it, a list of values to choose from on
-        validation data at the full n), extended beyond an edge up to ``extend`` times."""
+        validation data at the full n), extended beyond an edge up to ``extend`` times and no
+        further than ``caps`` (an option's largest value to try, for cost; none by default)."""
 
         space: dict = opt(factory=lambda: {k: list(v) for k, v in TUNED_SPACES[inner].items()})
         options: dict = opt(factory=lambda: {k: (list(v) if isinstance(v, list) else v)
                                              for k, v in TUNED_FIXED.get(inner, {}).items()})
         extend: int = opt(3, ge=0)
         val_frac: float = opt(0.25, gt=0, lt=1)
+        caps: dict = opt(factory=dict)
 
     TunedOptions.__name__ = TunedOptions.__qualname__ = f"Tuned{inner.title().replace('-', '')}Options"
     return TunedOptions
@@ -379,6 +381,12 @@ def _tuned_check(name: str, opts: Any, target) -> None:
                 resolve_options(inner, {**opts.options, k: v}, target)
             except ConfigError as e:
                 raise ConfigError(f"estimator '{name}' option 'space.{k}': {e}") from None
+    if not isinstance(opts.caps, dict):
+        raise ConfigError(f"estimator '{name}' option 'caps': a mapping of keys of 'space' to numbers")
+    for k, v in opts.caps.items():
+        if k not in opts.space or isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"estimator '{name}' option 'caps.{k}': a number capping a key of 'space' "
+                              f"({', '.join(opts.space)}), got {v!r}")
     resolve_options(inner, opts.options, target)
 
 
@@ -391,7 +399,7 @@ def _tuned(name: str, opts: dict, device: str, seed: int, target):
         return spec.build(inner, resolve_options(inner, {**opts["options"], **point}, target), device, seed, target)
 
     return Tuned(name, build, opts["space"], lambda k: md.get(k, {}), extend=opts["extend"], val_frac=opts["val_frac"],
-                 seed=seed)
+                 seed=seed, caps=opts["caps"])
 
 
 ESTIMATORS: dict[str, Spec] = {

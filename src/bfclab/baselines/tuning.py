@@ -15,8 +15,10 @@ training set at its full size:
 **Bracketing.**  When the best value of a numeric axis sits at the edge of that axis, the axis is
 extended by one more value beyond that edge (the grid's own ratio for a geometric axis, its step for
 an arithmetic one), scored with the other axes at their best, and so on up to ``extend`` times or
-until the option's limit.  Whatever still sits at an edge afterwards is reported in
-``info["at_edge"]`` (the results' "chosen at grid edge" column); a ridge chosen at the edge of its
+until the option's limit or its ``caps`` entry (the largest value an axis may grow to, for
+cost: a net's width).  Whatever still sits at an edge afterwards is reported in
+``info["at_edge"]`` (the results' "chosen at grid edge" column; one held there by its cap also in
+``info["capped"]``); a ridge chosen at the edge of its
 own grid is reported there too (as ``ridge``).  A best value at an edge that is the option's own
 limit (a weight decay of 0, the smallest degree allowed) is the end of the option's range, not of
 the grid: it goes to ``info["at_limit"]`` instead.  So does a ridge at the bottom of its grid when the
@@ -83,8 +85,9 @@ class Tuned:
     bounds)."""
 
     def __init__(self, name: str, build: Callable[[dict], Any], space: dict, limits: Callable[[str], dict],
-                 *, extend: int = 3, val_frac: float = 0.25, seed: int = 0):
+                 *, extend: int = 3, val_frac: float = 0.25, seed: int = 0, caps: dict | None = None):
         self.name, self.build, self.limits = name, build, limits
+        self.caps = {k: float(v) for k, v in (caps or {}).items()}
         self.space = {k: sorted(v) if _numeric(list(v)) else list(v) for k, v in space.items()}
         self.extend, self.val_frac, self.seed = int(extend), float(val_frac), int(seed)
         self.chosen: dict = {}
@@ -134,7 +137,7 @@ class Tuned:
                 if not _numeric(vals) or best[k] not in (vals[0], vals[-1]):
                     continue
                 new = _next_value(vals, upward=best[k] == vals[-1])
-                if new in vals or limit_problem(new, self.limits(k)) is not None:
+                if new in vals or limit_problem(new, self.limits(k)) is not None or new > self.caps.get(k, math.inf):
                     continue
                 axes[k] = sorted(vals + [new])
                 score({**best, k: new})
@@ -143,11 +146,13 @@ class Tuned:
             if not grew:
                 break
         _, err, lam = scores[self._key(best)]
-        at_edge, at_limit = [], []  # an edge the option's own limit forbids passing (weight decay 0) is not a grid edge
+        at_edge, at_limit, capped = [], [], []  # an edge the option's own limit forbids passing (weight decay 0) is not a grid edge
         for k, vals in axes.items():
             if _numeric(vals) and best[k] in (vals[0], vals[-1]):
                 beyond = _next_value(vals, upward=best[k] == vals[-1])
                 (at_limit if limit_problem(beyond, self.limits(k)) is not None else at_edge).append(k)
+                if beyond > self.caps.get(k, math.inf):
+                    capped.append(k)
         final = dict(best)
         self.est_ = self.build(final)
         if lam is not None:
@@ -157,7 +162,7 @@ class Tuned:
             self.est_.ridge = lam
         self.est_.fit(x, y)
         self.chosen = {**final, **({"ridge": lam} if lam is not None else {})}
-        self.info = {"val_mse": err, "at_edge": at_edge, "at_limit": at_limit, "axes": axes,
+        self.info = {"val_mse": err, "at_edge": at_edge, "at_limit": at_limit, "capped": capped, "axes": axes,
                      "scores": [{**p, "val_mse": e, **({"ridge": r} if r is not None else {})}
                                 for p, e, r in scores.values()]}
         return self

@@ -23,7 +23,7 @@ from ..baselines.registry import max_degree, resolve_options
 from ..baselines.ridge import resolve_dtype
 from ..baselines.tuning import ridge_edge
 from ..methods import is_deep
-from ..config import TargetConfig, apply_mapping
+from ..config import TargetConfig, TrainConfig, apply_mapping
 from ..plots import plot_vs
 from ..results import read_json
 from ..target import Target
@@ -48,6 +48,10 @@ SEQ_NS = [40000, 80000, 160000, 320000]
 #: tuned kernels (issue 12, part 1) at the grid's n where their eigendecompositions fit the time
 TUNED = ["tuned-krr-poly", "tuned-krr-rbf"]
 TUNED_NS = [1000, 3000, 10000]
+#: the tuned two-layer ReLU net (lr x width x weight decay) with bfc's step budget and batch, at the
+#: grid's largest n only: its 18+ settings are each a full training (~35 min a cell here), its width
+#: capped at the untuned net's 1024 (4096 would cost ~4x a setting; a choice there is flagged "capped")
+TUNED_NET, TUNED_NET_NS, TUNED_NET_WIDTH = "tuned-twolayer-relu", [20000], 1024
 QUICK_SEQ_NS = [2000]
 
 
@@ -196,7 +200,7 @@ def separation(curves: dict[str, dict[int, list[float]]], beyond: dict[str, dict
         rows.append([m, n_star_text(pts), str(top), str(len(pts[top])),
                      "—" if m == deep else ratio_text(pts, merged[deep])])
     grid_top = max(n for v in curves.values() for n in v)
-    rivals = {m: med(v[grid_top]) for m, v in curves.items()
+    rivals = {m: med(v[grid_top]) for m, v in merged.items()
               if m not in (deep, *DEEP, *ORACLES) and grid_top in v}
     if deep not in merged or not rivals:
         return rows, ""
@@ -307,11 +311,27 @@ def summarize(root: Path, figdir: Path, quick: bool = False,
 def tuned_spec(quick: bool = False) -> dict:
     """The tuned kernels (options chosen on validation data at the full n, bracketed;
     :mod:`bfclab.baselines.tuning`) on the sample-complexity target and its samples, up to
-    TUNED_NS: each option point costs one eigendecomposition of the n x n Gram matrix in float64."""
+    TUNED_NS: each option point costs one eigendecomposition of the n x n Gram matrix in float64;
+    and the tuned two-layer ReLU net at TUNED_NET_NS with the deep learner's budget (issue 12: "the
+    same step budget and batch as bfc": steps_per_stage x (L - 1) steps at its batch size; 300
+    steps in the quick grid)."""
     base = {k: dict(v) for k, v in QUICK_BASE.items()} if quick else {}
-    return {"name": "sample-complexity-tuned", "base": base,
-            "grid": {"method": TUNED, "data.n_train": QUICK_NS if quick else TUNED_NS,
-                     "seed": [0] if quick else [0, 1, 2]}}
+    tc, train = TargetConfig(), TrainConfig()
+    apply_mapping(tc, base.get("target", {}))
+    apply_mapping(train, base.get("train", {}))
+    budget = {"steps": 300 if quick else train.steps_per_stage * (tc.L - 1), "batch_size": train.batch_size}
+    seed = [0] if quick else [0, 1, 2]
+    net = {"options": budget, "caps": {"width": TUNED_NET_WIDTH}}
+    return {"name": "sample-complexity-tuned", "base": base, "baseline": {TUNED_NET: net},
+            "grid": [{"method": TUNED, "data.n_train": QUICK_NS if quick else TUNED_NS, "seed": seed},
+                     {"method": [TUNED_NET], "data.n_train": QUICK_NS[-1:] if quick else TUNED_NET_NS,
+                      "seed": seed}]}
+
+
+def budget_text(sp: dict) -> str:
+    """The tuned net's fixed budget as the spec gives it."""
+    b = sp["baseline"][TUNED_NET]["options"]
+    return f"{b['steps']} steps at batch {b['batch_size']}, bfc's budget"
 
 
 def tuned_rows(cells: list) -> list[list[str]]:
@@ -323,7 +343,7 @@ def tuned_rows(cells: list) -> list[list[str]]:
         scores = info.get("scores") or [{}]
         chosen = min(scores, key=lambda p: p.get("val_mse", float("inf")))  # the point of info["val_mse"]
         chosen = {k: v for k, v in chosen.items() if k != "val_mse"}
-        edge = [k for k in info.get("at_edge", []) if k != "ridge"]
+        edge = [f"{k} (capped)" if k in info.get("capped", []) else k for k in info.get("at_edge", []) if k != "ridge"]
         limit = [k for k in info.get("at_limit", []) if k != "ridge"]
         if "ridge" in chosen:  # the ridge's place re-derived by the rule of ridge_edge (older results kept it under at_edge)
             inner = resolve_options(c.params["method"], c.result.extra.get("baseline") or None)["options"]
@@ -346,9 +366,10 @@ def summarize_tuned(root: Path, figdir: Path, quick: bool = False,
     ns = sorted({n for v in by.values() for n in v})
     rows = [[m] + [spread_ci(final_pairs(by[m].get(n, []))) for n in ns] for m in by]
     return Section("sample-complexity-tuned", "\n\n".join(p for p in [
-        f"Command: `{command}`: the kernels with their options chosen on validation data at the full n of "
-        "each cell from a grid extended beyond an edge choice (`bfclab.baselines.tuning`), float64, ridges "
-        f"1e-14 ... 1, on the sample-complexity target and samples.  {CI_NOTE}",
+        f"Command: `{command}`: the kernels (float64, ridges 1e-14 ... 1) and the two-layer ReLU net "
+        f"({budget_text(tuned_spec(quick))}) with their options chosen on validation data at the full n of "
+        "each cell from a grid extended beyond an edge choice (`bfclab.baselines.tuning`), on the "
+        f"sample-complexity target and samples.  {CI_NOTE}",
         table(["method"] + [f"n = {n}" for n in ns], rows),
         f"The same kernels with their default options are in the `{NAME}` section (same samples and test sets).",
         "The choice in every cell (an option left at the edge of its extended grid is named under "
