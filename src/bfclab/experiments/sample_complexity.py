@@ -283,9 +283,11 @@ def summarize(root: Path, figdir: Path, quick: bool = False,
         f"first reaches nMSE <= {THRESHOLD:g} (the grid merged with `kernel-limit`'s and `seqkernel-limit`'s "
         "larger n and the `tuned-*` runs; \"> N\": not by the largest n run), and the ratio of its n* to "
         "bfc's as the interval the two brackets allow.  The grid's kernels keep their default options "
-        "with the ridge chosen on validation data; the `tuned-*` rows choose every option at the full n of each cell "
-        f"(`bfclab experiment sample-complexity-tuned{' --quick' if quick else ''}`, up to n = "
-        f"{max(QUICK_NS if quick else TUNED_NS)}: each option point costs one n x n eigendecomposition)."
+        "with the ridge chosen on validation data; the `tuned-*` rows choose every option at the full n "
+        "of each cell "
+        f"(`bfclab experiment sample-complexity-tuned{' --quick' if quick else ''}`: the kernels up to n = "
+        f"{max(QUICK_NS if quick else TUNED_NS)}, each option point one n x n eigendecomposition; the "
+        f"two-layer ReLU net at n = {(QUICK_NS[-1:] if quick else TUNED_NET_NS)[0]} with bfc's budget)."
         + ("" if tuned else " No tuned results are stored yet."),
         table(["method", f"n*({THRESHOLD:g})", "largest n", "seeds there", "n* / n*(bfc)"],
               [[labels.get(r[0], r[0])] + r[1:] for r in srows]),
@@ -313,13 +315,12 @@ def tuned_spec(quick: bool = False) -> dict:
     :mod:`bfclab.baselines.tuning`) on the sample-complexity target and its samples, up to
     TUNED_NS: each option point costs one eigendecomposition of the n x n Gram matrix in float64;
     and the tuned two-layer ReLU net at TUNED_NET_NS with the deep learner's budget (issue 12: "the
-    same step budget and batch as bfc": steps_per_stage x (L - 1) steps at its batch size; 300
-    steps in the quick grid)."""
+    same step budget and batch as bfc": steps_per_stage x (L - 1) steps at its batch size)."""
     base = {k: dict(v) for k, v in QUICK_BASE.items()} if quick else {}
     tc, train = TargetConfig(), TrainConfig()
     apply_mapping(tc, base.get("target", {}))
     apply_mapping(train, base.get("train", {}))
-    budget = {"steps": 300 if quick else train.steps_per_stage * (tc.L - 1), "batch_size": train.batch_size}
+    budget = {"steps": train.steps_per_stage * (tc.L - 1), "batch_size": train.batch_size}
     seed = [0] if quick else [0, 1, 2]
     net = {"options": budget, "caps": {"width": TUNED_NET_WIDTH}}
     return {"name": "sample-complexity-tuned", "base": base, "baseline": {TUNED_NET: net},
