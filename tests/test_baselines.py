@@ -361,11 +361,11 @@ TGT_SMALL = dict(d=6, L=3, widths=[2], mc_samples=1000, var_samples=20000)
 
 def test_every_estimator_option_has_a_limit():
     """Every option but ``progress`` (true, false or null: nothing to bound) declares what it accepts;
-    a tuned baseline's mappings ``space`` and ``options`` are checked against its inner estimator's
-    limits (``Spec.check``, tests/test_tuning.py)."""
+    a tuned baseline's mappings ``space``, ``options`` and ``caps`` are checked against its inner
+    estimator's limits and its space (``Spec.check``, tests/test_tuning.py)."""
     for name, spec in ESTIMATORS.items():
         names = {f.name for f in dataclasses.fields(spec.options)}
-        unbounded = {"progress"} | ({"space", "options"} if name.startswith("tuned-") else set())
+        unbounded = {"progress"} | ({"space", "options", "caps"} if name.startswith("tuned-") else set())
         assert set(_limits(name)) == names - unbounded, name
         assert list(default_options(name)) == [f.name for f in dataclasses.fields(spec.options)]
 
