@@ -410,8 +410,8 @@ def tuning_gain(tuned: dict[str, dict[int, list[float]]], curves: dict[str, dict
     if not gains:
         return ""
     reach = all(med(pts[max(pts)]) > THRESHOLD for pts in tuned.values())
-    return (f"Tuning every option at the full n moves the kernels' medians from their default options' to the "
-            f"tuned: {'; '.join(gains)}" + (f"; no tuned kernel reaches nMSE <= {THRESHOLD:g}." if reach else "."))
+    return (f"Tuning every option at the full n moves the baselines' medians from their default options' to the "
+            f"tuned: {'; '.join(gains)}" + (f"; no tuned baseline reaches nMSE <= {THRESHOLD:g}." if reach else "."))
 
 
 def seq_sentence(points: dict[int, list], command: str) -> str:
