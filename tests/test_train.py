@@ -161,3 +161,36 @@ def test_mid_stage_warm_start(tiny):
     assert at[0.5][0]["feature_error"] == at[1.0][0]["feature_error"]
     assert at[0.5][20]["feature_error"][2] != at[1.0][20]["feature_error"][2]
     assert runs[0.5].stage_end[4]["feature_error"] != runs[1.0].stage_end[4]["feature_error"]
+
+
+def test_the_divergence_rule_ignores_one_heavy_batch_and_stops_a_sustained_one():
+    """DivergenceWatch (docs/DESIGN.md "Divergence"): a non-finite loss stops at once; one batch
+    far above the factor does not (the heavy-tailed targets of depth 5-6 give such batches in
+    healthy runs); a loss above it on most of the window does."""
+    from bfclab.methods import DIVERGE_WINDOW, DivergenceWatch
+
+    w = DivergenceWatch(2, factor=10.0)
+    one = torch.tensor(1.0)
+    for i in range(3 * DIVERGE_WINDOW):  # member 0 sees a 1e6 batch every 5th step, member 1 is calm
+        fit = torch.tensor([1e6 if i % 5 == 0 else 0.5, 0.5])
+        assert not w.bad(fit, fit).any(), i
+    assert w.bad(torch.tensor([0.5, math.nan]), torch.tensor([0.5, math.nan])).tolist() == [False, True]
+    w = DivergenceWatch(1, factor=10.0)
+    flagged = [bool(w.bad(torch.tensor([1e6]), one)[0]) for _ in range(DIVERGE_WINDOW)]
+    assert flagged[-1] and not any(flagged[:-1])  # a full window of exploding batches
+    assert DivergenceWatch(1, factor=10.0).bad(torch.tensor([0.5]), torch.tensor(math.inf)).tolist() == [True]
+
+
+def test_a_run_with_one_extreme_training_point_is_not_stopped(tiny):
+    """A training set with one point 300 standard deviations out: the batches that hold it have
+    fit loss ~ 8 (above diverge_factor 5; ~12 % of the batches of 64 out of 512 hold it) while the run is healthy; it trains to the end (the
+    single-batch rule stopped it at the first such batch)."""
+    cfg = tiny(**{"train.diverge_factor": 5.0, "data.n_test": 2000})
+    target = Target.from_config(cfg.target)
+    x, y, xt, yt = make_data(target, cfg.data, cfg.seed)
+    n = x.shape[0]
+    y = y.clone()
+    y[0] = y.mean() + 300 * y.std()
+    assert (y[0] - y.mean()) ** 2 / y.var() / cfg.train.batch_size > cfg.train.diverge_factor  # such a batch exceeds it
+    res = Run(cfg, target=target, data=(x, y, xt, yt), progress=False, log=lambda s: None).run()
+    assert res.steps == cfg.train.steps_per_stage * 3 and math.isfinite(res.error), n

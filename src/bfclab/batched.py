@@ -32,7 +32,7 @@ from torch.func import functional_call
 
 from .config import RunConfig, to_dict
 from .growth import Segment
-from .methods import DivergenceError, lr_factor
+from .methods import DivergenceError, DivergenceWatch, lr_factor
 from .results import Result, dumps, write_json
 from .target import Target
 from .training import Run, prepare_out, validate
@@ -163,6 +163,7 @@ class BatchedRuns:
         y_scale = torch.tensor([self.runs[e].y_scale for e in members], device=self.device)
         E, B = len(members), t.batch_size
         alive = torch.ones(len(members), dtype=torch.bool, device=self.device)
+        watch = DivergenceWatch(len(members), t.diverge_factor)
         for i in range(seg.length):
             for g in opt.param_groups:
                 g["lr"] = t.lr * lr_factor(t.schedule, i, seg.length, t.min_lr_frac)
@@ -172,7 +173,7 @@ class BatchedRuns:
             xb = x_all.index_select(0, flat).view(E, B, -1)
             fit, loss = functional_call(objective, prefixed, (xb, y_all.index_select(0, flat).view(E, B), y_scale))
             vals = fit.detach()
-            bad = alive & (~torch.isfinite(loss.detach()) | (vals > t.diverge_factor))
+            bad = alive & watch.bad(vals, loss).to(alive.device)
             if bad.any():
                 for k in bad.nonzero().flatten().tolist():
                     r = self.runs[members[k]]

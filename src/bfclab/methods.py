@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
+
 from .config import ConfigError
 
 METHODS = "bfc, layerwise, window:K (K >= 0), e2e"
@@ -73,6 +75,45 @@ def lr_factor(schedule: str, step: int, total: int, min_frac: float) -> float:
     if schedule == "linear":
         return 1.0 - (1.0 - min_frac) * frac
     return min_frac + (1.0 - min_frac) * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
+#: batches whose median fit loss must exceed ``train.diverge_factor`` before a run counts as diverged
+DIVERGE_WINDOW = 25
+
+
+class DivergenceWatch:
+    """The divergence rule of the synthetic trainers, for E models at once (E = 1 for one run).
+
+    A model has diverged when its loss is not finite, or when the *median* of its fit loss over
+    the last :data:`DIVERGE_WINDOW` batches exceeds ``factor`` (the loss is normalised: predicting
+    the mean gives 1).  A median, not a single batch: at depth 5-6 the target is so heavy-tailed
+    (docs/bench_robustness.md) that one batch holding a rare large point gives a fit loss of 1e4
+    and more while the run is healthy; a run that explodes exceeds it on every batch.  The window
+    restarts with every segment of the growth plan; :meth:`state` / :meth:`load` carry it through
+    a mid-segment checkpoint so that a resumed run decides exactly as an uninterrupted one."""
+
+    def __init__(self, models: int, factor: float, window: int = DIVERGE_WINDOW):
+        self.factor = float(factor)
+        self.recent = torch.zeros((models, window), dtype=torch.float64)
+        self.count = 0
+
+    def bad(self, fit: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+        """Record this batch's fit losses (shape (E,), or a scalar for one model) and return which
+        models have diverged (a bool tensor of shape (E,))."""
+        fit = fit.detach().reshape(-1).to("cpu", torch.float64)
+        self.recent[:, self.count % self.recent.shape[1]] = fit
+        self.count += 1
+        finite = torch.isfinite(loss.detach().reshape(-1).to("cpu")) & torch.isfinite(fit)
+        if self.count < self.recent.shape[1]:  # the median needs a full window
+            return ~finite
+        return ~finite | (self.recent.median(dim=1).values > self.factor)
+
+    def state(self) -> dict:
+        return {"recent": self.recent.clone(), "count": self.count}
+
+    def load(self, st: dict) -> None:
+        self.recent.copy_(st["recent"])
+        self.count = int(st["count"])
 
 
 class DivergenceError(RuntimeError):

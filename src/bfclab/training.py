@@ -34,7 +34,7 @@ from .device import resolve_device
 from .growth import Segment, plan
 from .learner import Learner
 from .learner import validate as validate_learner
-from .methods import DivergenceError, Method, lr_factor, parse_method
+from .methods import DIVERGE_WINDOW, DivergenceError, DivergenceWatch, Method, lr_factor, parse_method
 from .results import (Result, append_jsonl, atomic_write_bytes, dumps, error_name, error_names, load_torch_file,
                       read_json_mapping, read_records, write_json)
 from .target import Target, chunks, resolve_alphas, resolve_conn, resolve_widths
@@ -140,6 +140,8 @@ class Run:
         self.stage_end: dict[int, dict] = {}  # stage -> record at its end
         self.step = 0
         self.stage = 0
+        self._watch: DivergenceWatch | None = None  # the divergence rule of the segment under way
+        self._watch_state: dict | None = None  # a resumed checkpoint's watch
         self.result: Result | None = None  # set by run()
 
     # ---- data --------------------------------------------------------------------------------
@@ -276,6 +278,7 @@ class Run:
             "gen": self.gen.get_state(), "optimizer": None if opt is None else opt.state_dict(),
             "ref": {l: list(ws) for l, ws in self.ref.items()}, "stage_end": self.stage_end,
             "records": self.records,
+            "watch": None if opt is None or self._watch is None else self._watch.state(),
         }
         buf = io.BytesIO()
         torch.save(state, buf)
@@ -291,6 +294,7 @@ class Run:
         self.ref = {int(l): [w.to(self.device) for w in ws] for l, ws in st["ref"].items()}
         self.stage_end = dict(st["stage_end"])
         self.records = list(st["records"])
+        self._watch_state = st.get("watch")  # absent in checkpoints written before the median rule
         if self.out is not None and rewrite_metrics:  # the series as it stood at the checkpoint; later lines are redone
             text = "".join(dumps(r, indent=None) + "\n" for r in self.records)
             atomic_write_bytes(self.out / "metrics.jsonl", text.encode())
@@ -311,6 +315,10 @@ class Run:
             opt.load_state_dict(opt_state)
         every = self.checkpoint_every()
         n = self.x_tr.shape[0]
+        watch = DivergenceWatch(1, t.diverge_factor)
+        if first and self._watch_state is not None:
+            watch.load(self._watch_state)
+        self._watch = watch
         for i in range(first, seg.length):
             for g in opt.param_groups:
                 g["lr"] = t.lr * lr_factor(t.schedule, i, seg.length, t.min_lr_frac)
@@ -319,7 +327,7 @@ class Run:
             fit = self.task_loss(out, self.y_tr[idx])
             loss = fit + m.regulariser(t.lam_kw, t.lam_k, t.lam_w, levels=list(seg.trainable))
             val = float(fit.detach())
-            if not math.isfinite(float(loss.detach())) or val > t.diverge_factor:
+            if bool(watch.bad(fit, loss)[0]):
                 raise DivergenceError(self.stage, self.step, val)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -541,6 +549,12 @@ def _checkpoint_problem(st: dict, cfg: RunConfig) -> str | None:
         return "stage_end"
     if not (isinstance(st["records"], list) and all(record_ok(r) for r in st["records"])):
         return "records"
+    watch = st.get("watch")
+    if watch is not None and not (
+            isinstance(watch, dict) and isinstance(watch.get("recent"), torch.Tensor)
+            and watch["recent"].dtype == torch.float64 and watch["recent"].shape == (1, DIVERGE_WINDOW)
+            and isinstance(watch.get("count"), int) and not isinstance(watch["count"], bool) and watch["count"] >= 0):
+        return "watch"
     return None
 
 
