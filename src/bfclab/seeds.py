@@ -50,6 +50,7 @@ user_target         target.seed   the seed a user's own target factory is given 
 net_init            run seed      a generic deep net's initial weights (``bfclab.nets``)
 net_batches         run seed      a generic deep net's mini-batches (``bfclab.nets``)
 tune_split          run seed      a tuned baseline's fit/validation split (``bfclab.baselines.tuning``)
+validation_data     target.seed   independent validation draws (index = draw) on which defaults are chosen (``bench/defaults.py``)
 ==================  ============  ======================================================
 """
 
@@ -100,6 +101,7 @@ STREAMS: dict[str, Stream] = {
     "net_init": Stream(1_000_067, 59, "a generic deep net's initial weights"),
     "net_batches": Stream(1_000_069, 61, "a generic deep net's mini-batches"),
     "tune_split": Stream(1_000_079, 67, "a tuned baseline's fit/validation split"),
+    "validation_data": Stream(1_000_000, 4_000_000_007, "validation draws of a target (index = draw)"),
 }
 
 
