@@ -48,6 +48,9 @@ VARIANTS: dict[str, dict] = {
     "lr 3e-3": {"train.lr": 3e-3},
     "lr 1e-3": {"train.lr": 1e-3},
 }
+#: a diagnostic, not a choice: today's defaults with the suite's n_train rule multiplied (is the
+#: error at depth 5-6 a sample-size floor?)
+N_SCAN = {"n_train x2": 2, "n_train x4": 4}
 DRAWS, DRAW_POINTS = 5, 200_000
 FIRST_SEED = 100
 OUT = ROOT / "bench" / "results" / "defaults"
@@ -63,9 +66,9 @@ def config_of(target: str, variant: str, seed: int) -> RunConfig:
     apply_mapping(cfg, {"target": target_overrides(spec)})
     tc = TargetConfig()
     apply_mapping(tc, target_overrides(spec))
-    set_key(cfg, "data.n_train", n_train(tc.d, tc.L))
+    set_key(cfg, "data.n_train", n_train(tc.d, tc.L) * N_SCAN.get(variant, 1))
     set_key(cfg, "seed", seed)
-    for k, v in VARIANTS[variant].items():
+    for k, v in VARIANTS.get(variant, {}).items():
         set_key(cfg, k, v)
     return cfg
 
@@ -89,7 +92,7 @@ def run_job(target_name: str, variant: str, seed: int) -> dict:
     x, y, _ = target.sample(cfg.data.n_train, seed=seeds.seed_of("train_data", cfg.seed))
     draws = [validation(target, k) for k in range(DRAWS)]
     t0 = time.time()
-    rec = {"target": target_name, "variant": variant, "seed": seed, "overrides": VARIANTS[variant],
+    rec = {"target": target_name, "variant": variant, "seed": seed, "overrides": VARIANTS.get(variant, {}),
            "n_train": cfg.data.n_train, "var_g": target.var_g, "var_g_se": target.var_g_se}
     run = Run(cfg, target=target, data=(x, y, *draws[0]), progress=False, log=lambda s: None)
     try:
@@ -109,7 +112,7 @@ def run_job(target_name: str, variant: str, seed: int) -> dict:
 
 
 def jobs(n_seeds: int) -> list[tuple[str, str, int]]:
-    return [(t, v, FIRST_SEED + s) for t in TARGETS for v in VARIANTS for s in range(n_seeds)]
+    return [(t, v, FIRST_SEED + s) for v in [*VARIANTS, *N_SCAN] for t in TARGETS for s in range(n_seeds)]
 
 
 def load(n_seeds: int) -> list[dict]:
@@ -130,13 +133,13 @@ def summarise(records: list[dict], n_seeds: int) -> dict:
         cells.setdefault(r["target"], {}).setdefault(r["variant"], []).append(r)
     rows, score = [], {}
     for t in TARGETS:
-        for v in VARIANTS:
+        for v in [*VARIANTS, *N_SCAN]:
             rs = cells.get(t, {}).get(v, [])
             if len(rs) < n_seeds:
                 continue
             pooled = sorted(r["pooled"] for r in rs)
             single = [d for r in rs for d in r["draws"]]
-            rows.append({"target": t, "variant": v, "median": statistics.median(pooled), "min": pooled[0],
+            rows.append({"target": t, "variant": v, "n_train": rs[0]["n_train"], "median": statistics.median(pooled), "min": pooled[0],
                          "max": pooled[-1], "draw_min": min(single) if single else math.nan,
                          "draw_max": max(single) if single else math.nan,
                          "diverged": sum(1 for r in rs if r.get("diverged")),
@@ -162,12 +165,20 @@ def render(summary: dict, n_seeds: int, command: str) -> str:
              "the target's `validation_data` stream (never its test points), normalised by the frozen "
              "population variance. \"single draws\": the range of the nMSE a single 200 000-point draw "
              "gives for the same models, i.e. how well one test set of the suite's size resolves the error.", ""]
-    header = ["target", "variant", "pooled val nMSE, median [min, max] over seeds", "single draws [min, max]",
-              "diverged", "s / run"]
-    body = [[r["target"], r["variant"], f"{fmt(r['median'])} [{fmt(r['min'])}, {fmt(r['max'])}]",
-             f"[{fmt(r['draw_min'])}, {fmt(r['draw_max'])}]", str(r["diverged"]), f"{r['seconds']:.0f}"]
-            for r in summary["rows"]]
-    lines += [markdown_table(header, body), ""]
+    header = ["target", "variant", "n_train", "pooled val nMSE, median [min, max] over seeds",
+              "single draws [min, max]", "diverged", "s / run"]
+
+    def body(names):
+        return [[r["target"], r["variant"], str(r["n_train"]), f"{fmt(r['median'])} [{fmt(r['min'])}, {fmt(r['max'])}]",
+                 f"[{fmt(r['draw_min'])}, {fmt(r['draw_max'])}]", str(r["diverged"]), f"{r['seconds']:.0f}"]
+                for r in summary["rows"] if r["variant"] in names]
+
+    lines += ["## Variants of the training defaults", "", markdown_table(header, body(VARIANTS)), ""]
+    scan = body(["defaults", *N_SCAN])
+    if any(r[1] in N_SCAN for r in scan):
+        lines += ["## Today's defaults with more training samples (a diagnostic, not a choice)", "",
+                  "The suite's n_train rule multiplied by " + ", ".join(str(m) for m in N_SCAN.values())
+                  + ", same step budget.", "", markdown_table(header, sorted(scan, key=lambda r: r[0])), ""]
     if summary["choice"] is None:
         lines.append("Not every target has run for every variant yet: no choice is made.")
     else:

@@ -38,7 +38,7 @@ def assert_close(single: Result, batched: Result, tol: float = 1e-3) -> None:
 
 @pytest.mark.parametrize("method, over", [
     ("bfc", {}), ("layerwise", {}), ("window:1", {}), ("e2e", {}),
-    ("bfc", {"data.task": "classification"}),
+    ("bfc", {"data.task": "classification"}), ("bfc", {"train.polish_iters": 20}),
 ])
 def test_members_agree_with_their_runs_alone(method, over):
     cfgs = group(method, **over)

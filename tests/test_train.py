@@ -194,3 +194,23 @@ def test_a_run_with_one_extreme_training_point_is_not_stopped(tiny):
     assert (y[0] - y.mean()) ** 2 / y.var() / cfg.train.batch_size > cfg.train.diverge_factor  # such a batch exceeds it
     res = Run(cfg, target=target, data=(x, y, xt, yt), progress=False, log=lambda s: None).run()
     assert res.steps == cfg.train.steps_per_stage * 3 and math.isfinite(res.error), n
+
+
+def test_the_polish_lowers_the_training_objective_and_keeps_frozen_levels(tiny):
+    """train.polish_iters (PAPER_NOTES §4.2's final fine-tuning): full-batch L-BFGS after the last
+    stage lowers the training objective; under layerwise it trains the top level only."""
+    base = {"train.steps_per_stage": 60, "data.n_train": 2000, "train.polish_iters": 40}
+    for method in ("bfc", "layerwise"):
+        run = Run(tiny(method=method, **base), progress=False, log=lambda s: None)
+        res = run.run()
+        info = res.extra["polish"]
+        assert info["kept"] and info["objective_after"] < info["objective_before"], info
+        assert 0 < info["iterations"] <= 40 and info["evaluations"] >= info["iterations"]
+        end = run.stage_end[4]["train_nmse"]
+        assert res.metrics["train_nmse"] < end  # the final record is after the polish
+        if method == "layerwise":
+            for l in (2, 3):  # frozen under layerwise: unchanged by the polish
+                for w, ref in zip(run.model.weights(l), run.ref[l]):
+                    assert torch.equal(w, ref)
+    unpolished = Run(tiny(**{**base, "train.polish_iters": 0}), progress=False, log=lambda s: None).run()
+    assert "polish" not in unpolished.extra

@@ -139,6 +139,7 @@ class BatchedRuns:
             if e in self.errors:
                 out.append(self.errors[e])
                 continue
+            r.polish()  # each member alone (full-batch L-BFGS; train.polish_iters)
             final = r.record("final")
             r.result = r.result_of(final, time.time() - t0)
             out.append(r.result)

@@ -142,6 +142,7 @@ class Run:
         self.stage = 0
         self._watch: DivergenceWatch | None = None  # the divergence rule of the segment under way
         self._watch_state: dict | None = None  # a resumed checkpoint's watch
+        self.polish_info: dict | None = None  # set by polish()
         self.result: Result | None = None  # set by run()
 
     # ---- data --------------------------------------------------------------------------------
@@ -257,6 +258,7 @@ class Run:
         finally:
             if bar is not None:
                 bar.close()
+        self.polish()
         final = self.record("final")
         self.result = self.result_of(final, done + time.time() - t0)
         return self.result
@@ -346,6 +348,59 @@ class Run:
         if self.out is not None:
             self.checkpoint((seg.index + 1, 0), None, time.time() - t0)
 
+    # ---- the final polish (PAPER_NOTES §4.2: "after stage L, optionally fine-tune") -------------
+    def polish(self) -> None:
+        """``train.polish_iters`` L-BFGS iterations (strong-Wolfe line search) on the whole
+        training objective, fit plus regulariser, over the last segment's trainable levels (bfc
+        and e2e: every level; layerwise: the top one).  The objective is summed chunk by chunk,
+        so memory does not grow with the training set.  The result is kept only when it is finite
+        and no worse than before; ``self.polish_info`` says what happened (in the result's
+        ``extra``).  Deterministic: a resumed run polishes exactly as an uninterrupted one."""
+        iters = self.cfg.train.polish_iters
+        if not iters or not self.model.active:
+            return
+        t0 = time.time()
+        t, m = self.cfg.train, self.model
+        seg = self.plan()[-1]
+        params = self.segment_params(seg)
+        n = self.x_tr.shape[0]
+
+        def objective(grad: bool) -> float:
+            total = 0.0
+            with torch.set_grad_enabled(grad):
+                for a, b in chunks(n):
+                    part = self.task_loss(m(self.x_tr[a:b]), self.y_tr[a:b]) * ((b - a) / n)
+                    if grad:
+                        part.backward()
+                    total += float(part.detach())
+                reg = m.regulariser(t.lam_kw, t.lam_k, t.lam_w, levels=list(seg.trainable))
+                if grad and reg.requires_grad:
+                    reg.backward()
+                return total + float(reg.detach())
+
+        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=iters, max_eval=iters * 5 // 4, history_size=50,
+                                tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad(set_to_none=False)
+            return torch.tensor(objective(True))
+
+        before = objective(False)
+        saved = [p.detach().clone() for p in params]
+        opt.step(closure)
+        after = objective(False)
+        kept = math.isfinite(after) and after <= before
+        if not kept:
+            with torch.no_grad():
+                for p, v in zip(params, saved):
+                    p.copy_(v)
+        self.polish_info = {"iters": iters, "iterations": int(opt.state[params[0]].get("n_iter", 0)),
+                            "evaluations": int(opt.state[params[0]].get("func_evals", 0)),
+                            "objective_before": before, "objective_after": after, "kept": kept,
+                            "seconds": time.time() - t0}
+        self.log(f"[{self.cfg.method}] polish ({iters} L-BFGS iterations, {time.time() - t0:.0f} s): training "
+                 f"objective {before:.3e} -> {after:.3e}" + ("" if kept else " (not kept)"))
+
     # ---- the pieces of a segment, shared with the batched trainer (bfclab.batched) -------------
     def begin_segment(self, seg: Segment) -> None:
         """Switch the segment's new levels on (from this run's generator) and record 'stage_start'."""
@@ -424,7 +479,8 @@ class Run:
                       procrustes_error=final["procrustes_error"], weight_change=final["weight_change"],
                       term_error=final["term_error"], intervals={err: final[f"{err}_ci"]},
                       stage_end=stage_end, steps=self.step,
-                      extra={"normaliser": {"var_g": self.target.var_g, "var_g_se": self.target.var_g_se}})
+                      extra={"normaliser": {"var_g": self.target.var_g, "var_g_se": self.target.var_g_se},
+                             **({"polish": self.polish_info} if self.polish_info else {})})
 
 
 def _summary(rec: dict) -> str:
