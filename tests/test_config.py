@@ -146,7 +146,8 @@ def test_every_section_declares_its_limits():
     assert names["learner"] == {"kind", "m", "lift", "B", "width", "blocks", "embed"}
     assert names["train"] == {"steps_per_stage", "batch_size", "optimizer", "lr", "momentum", "schedule",
                               "min_lr_frac", "clip", "init_std", "lam_kw", "lam_k", "lam_w", "warm_start_frac",
-                              "log_every", "diverge_factor", "weight_decay"}
+                              "log_every", "diverge_factor", "weight_decay", "polish_iters", "polish_val_frac",
+                              "polish_every", "polish_patience"}
     assert len(RUN_CASES) > 30
 
 

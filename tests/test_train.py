@@ -196,21 +196,44 @@ def test_a_run_with_one_extreme_training_point_is_not_stopped(tiny):
     assert res.steps == cfg.train.steps_per_stage * 3 and math.isfinite(res.error), n
 
 
-def test_the_polish_lowers_the_training_objective_and_keeps_frozen_levels(tiny):
+def test_the_polish_lowers_the_error_and_keeps_frozen_levels(tiny):
     """train.polish_iters (PAPER_NOTES §4.2's final fine-tuning): full-batch L-BFGS after the last
-    stage lowers the training objective; under layerwise it trains the top level only."""
-    base = {"train.steps_per_stage": 60, "data.n_train": 2000, "train.polish_iters": 40}
+    stage, stopped on held-out training points, lowers their error; the run trains on the rest
+    only; under layerwise the polish trains the top level only."""
+    base = {"train.steps_per_stage": 60, "data.n_train": 2000, "train.polish_iters": 40, "train.polish_every": 5}
     for method in ("bfc", "layerwise"):
         run = Run(tiny(method=method, **base), progress=False, log=lambda s: None)
+        assert run.x_tr.shape[0] == 1800 and run.x_val.shape[0] == 200  # polish_val_frac 0.1 held out
         res = run.run()
         info = res.extra["polish"]
-        assert info["kept"] and info["objective_after"] < info["objective_before"], info
-        assert 0 < info["iterations"] <= 40 and info["evaluations"] >= info["iterations"]
-        end = run.stage_end[4]["train_nmse"]
-        assert res.metrics["train_nmse"] < end  # the final record is after the polish
+        assert info["held_out_after"] < info["held_out_before"], info
+        assert 0 < info["kept_iteration"] <= info["iterations"] <= 40 and info["held_out_points"] == 200
         if method == "layerwise":
             for l in (2, 3):  # frozen under layerwise: unchanged by the polish
                 for w, ref in zip(run.model.weights(l), run.ref[l]):
                     assert torch.equal(w, ref)
-    unpolished = Run(tiny(**{**base, "train.polish_iters": 0}), progress=False, log=lambda s: None).run()
-    assert "polish" not in unpolished.extra
+    plain = Run(tiny(**{**base, "train.polish_iters": 0}), progress=False, log=lambda s: None)
+    assert plain.x_tr.shape[0] == 2000 and "polish" not in plain.run().extra
+
+
+def test_the_polish_keeps_the_best_held_out_iterate(tiny, monkeypatch):
+    """The iterate with the lowest held-out error is kept, the state before the polish included,
+    and the polish stops after polish_patience checks without improvement."""
+    cfg = tiny(**{"train.steps_per_stage": 60, "data.n_train": 2000, "train.polish_iters": 100,
+                  "train.polish_every": 2, "train.polish_patience": 3})
+    run = Run(cfg, progress=False, log=lambda s: None)
+    errors = iter([1.0, 2.0, 0.5, 3.0, 3.0, 3.0, 3.0])  # before, then after each check: best at the 2nd
+    monkeypatch.setattr(run, "held_out_error", lambda: next(errors))
+    states = []
+    real_step = torch.optim.LBFGS.step
+
+    def step(self, closure):
+        out = real_step(self, closure)
+        states.append([p.detach().clone() for p in run.model.parameters()])
+        return out
+
+    monkeypatch.setattr(torch.optim.LBFGS, "step", step)
+    res = run.run()
+    info = res.extra["polish"]
+    assert len(states) == 5 and info["held_out_after"] == 0.5 and info["kept_iteration"] == 4
+    assert all(torch.equal(p, q) for p, q in zip(run.model.parameters(), states[1]))

@@ -136,9 +136,10 @@ class TrainConfig:
     """Stage-wise optimisation (PAPER_NOTES §4).  ``steps_per_stage`` x (L-1) is the budget of
     every method; ``e2e`` spends it in one stage.  ``checkpoint_every``: steps between the full
     checkpoints a run with an output folder writes for ``--resume`` (0 = four per stage).
-    ``polish_iters``: after the last stage, that many L-BFGS iterations on the whole training set
-    over the last stage's trainable levels (PAPER_NOTES §4.2: "after stage L, optionally fine-tune
-    all layers"; :meth:`bfclab.training.Run.polish`)."""
+    ``polish_iters``: after the last stage, at most that many L-BFGS iterations on the whole
+    training set over the last stage's trainable levels (PAPER_NOTES §4.2: "after stage L,
+    optionally fine-tune all layers"; :meth:`bfclab.training.Run.polish`), stopped early on a
+    held-out ``polish_val_frac`` of the training sample, which a run with a polish never trains on."""
 
     steps_per_stage: int = opt(8000, gt=0)
     batch_size: int = opt(512, gt=0, le=1_000_000)
@@ -158,6 +159,9 @@ class TrainConfig:
     checkpoint_every: int = 0
     diverge_factor: float = opt(1e4, gt=0)
     polish_iters: int = opt(0, ge=0)  # full-batch L-BFGS iterations after the last stage (0 = none)
+    polish_val_frac: float = opt(0.1, gt=0, lt=1)  # with a polish: training points held out to stop it
+    polish_every: int = opt(10, gt=0)  # L-BFGS iterations between two checks of the held-out error
+    polish_patience: int = opt(5, gt=0)  # checks without a better held-out error before the polish stops
     device: str = "cpu"
     weight_decay: float = opt(0.0, ge=0)  # mlp / cnn only (AdamW / SGD weight decay)
 

@@ -150,6 +150,14 @@ class Run:
         """``data`` = (x, y, x_test, y_test) to train on given samples; else ``make_data``."""
         x, y, xt, yt = data if data is not None else make_data(self.target, self.cfg.data, self.cfg.seed)
         dev = self.device
+        n_val = int(round(self.cfg.train.polish_val_frac * x.shape[0])) if self.cfg.train.polish_iters else 0
+        if n_val and not 0 < n_val < x.shape[0]:
+            raise ConfigError(f"config key 'train.polish_val_frac': {self.cfg.train.polish_val_frac} of "
+                              f"{x.shape[0]} training points leaves no split; accepted: a fraction that holds out "
+                              f"at least one point and keeps at least one")
+        # the sample is i.i.d., so its last n_val points are a random held-out split (the polish's stop)
+        self.x_val, self.y_val = x[x.shape[0] - n_val:].float().to(dev), y[y.shape[0] - n_val:].float().to(dev)
+        x, y = x[: x.shape[0] - n_val], y[: y.shape[0] - n_val]
         self.x_tr, self.y_tr = x.float().to(dev), y.float().to(dev)
         if data is None:  # the target's shared test set (one float32 copy per device for all its runs)
             key = ("test32", self.cfg.data.n_test, self.cfg.data.task, str(dev))
@@ -350,17 +358,18 @@ class Run:
 
     # ---- the final polish (PAPER_NOTES §4.2: "after stage L, optionally fine-tune") -------------
     def polish(self) -> None:
-        """``train.polish_iters`` L-BFGS iterations (strong-Wolfe line search) on the whole
+        """At most ``train.polish_iters`` L-BFGS iterations (strong-Wolfe line search) on the whole
         training objective, fit plus regulariser, over the last segment's trainable levels (bfc
-        and e2e: every level; layerwise: the top one).  The objective is summed chunk by chunk,
-        so memory does not grow with the training set.  The result is kept only when it is finite
-        and no worse than before; ``self.polish_info`` says what happened (in the result's
-        ``extra``).  Deterministic: a resumed run polishes exactly as an uninterrupted one."""
-        iters = self.cfg.train.polish_iters
-        if not iters or not self.model.active:
+        and e2e: every level; layerwise: the top one), stopped when the error on the held-out
+        ``train.polish_val_frac`` of the sample has not improved for ``polish_patience`` checks
+        (one every ``polish_every`` iterations); the iterate with the lowest held-out error is
+        kept (the one before the polish included).  The objective is summed chunk by chunk, so
+        memory does not grow with the training set.  ``self.polish_info`` says what happened (in
+        the result's ``extra``).  Deterministic: a resumed run polishes as an uninterrupted one."""
+        t, m = self.cfg.train, self.model
+        if not t.polish_iters or not m.active:
             return
         t0 = time.time()
-        t, m = self.cfg.train, self.model
         seg = self.plan()[-1]
         params = self.segment_params(seg)
         n = self.x_tr.shape[0]
@@ -378,28 +387,50 @@ class Run:
                     reg.backward()
                 return total + float(reg.detach())
 
-        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=iters, max_eval=iters * 5 // 4, history_size=50,
-                                tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
+        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=t.polish_every, history_size=50, tolerance_grad=1e-9,
+                                tolerance_change=1e-12, line_search_fn="strong_wolfe")
 
         def closure():
             opt.zero_grad(set_to_none=False)
             return torch.tensor(objective(True))
 
-        before = objective(False)
-        saved = [p.detach().clone() for p in params]
-        opt.step(closure)
-        after = objective(False)
-        kept = math.isfinite(after) and after <= before
-        if not kept:
-            with torch.no_grad():
-                for p, v in zip(params, saved):
-                    p.copy_(v)
-        self.polish_info = {"iters": iters, "iterations": int(opt.state[params[0]].get("n_iter", 0)),
-                            "evaluations": int(opt.state[params[0]].get("func_evals", 0)),
-                            "objective_before": before, "objective_after": after, "kept": kept,
+        before, best = objective(False), self.held_out_error()
+        start = best
+        saved, best_iter, done, stale = [p.detach().clone() for p in params], 0, 0, 0
+        while done < t.polish_iters and stale < t.polish_patience:
+            group = opt.param_groups[0]
+            group["max_iter"] = min(t.polish_every, t.polish_iters - done)
+            group["max_eval"] = 4 * group["max_iter"]
+            state = opt.state[params[0]]
+            n_iter, evals = state.get("n_iter", 0), state.get("func_evals", 0)
+            opt.step(closure)
+            state = opt.state[params[0]]
+            ran, used = state["n_iter"] - n_iter, state["func_evals"] - evals
+            done += max(ran, 1)
+            v = self.held_out_error()
+            if math.isfinite(v) and v < best:
+                best, best_iter, stale = v, done, 0
+                saved = [p.detach().clone() for p in params]
+            else:
+                stale += 1
+            if ran < group["max_iter"] and used < group["max_eval"]:  # L-BFGS converged (its tolerances)
+                break
+        with torch.no_grad():
+            for p, v in zip(params, saved):
+                p.copy_(v)
+        self.polish_info = {"iters": t.polish_iters, "iterations": done, "kept_iteration": best_iter,
+                            "objective_before": before, "objective_after": objective(False),
+                            "held_out_before": start, "held_out_after": best, "held_out_points": self.x_val.shape[0],
                             "seconds": time.time() - t0}
-        self.log(f"[{self.cfg.method}] polish ({iters} L-BFGS iterations, {time.time() - t0:.0f} s): training "
-                 f"objective {before:.3e} -> {after:.3e}" + ("" if kept else " (not kept)"))
+        self.log(f"[{self.cfg.method}] polish ({done} L-BFGS iterations, {time.time() - t0:.0f} s): held-out "
+                 f"error {start:.3e} -> {best:.3e} (iteration {best_iter} kept)")
+
+    @torch.no_grad()
+    def held_out_error(self) -> float:
+        """The task loss on the polish's held-out training points (regression: normalised MSE)."""
+        nv = self.x_val.shape[0]
+        return sum(float(self.task_loss(self.model(self.x_val[a:b]), self.y_val[a:b])) * (b - a) / nv
+                   for a, b in chunks(nv))
 
     # ---- the pieces of a segment, shared with the batched trainer (bfclab.batched) -------------
     def begin_segment(self, seg: Segment) -> None:
