@@ -179,11 +179,12 @@ def render(summary: dict, n_seeds: int, command: str) -> str:
                 for r in summary["rows"] if r["variant"] in names]
 
     lines += ["## Variants of the training defaults", "", markdown_table(header, body(VARIANTS)), ""]
-    scan = body(["defaults", *N_SCAN])
+    scanned = {r[0] for r in body(N_SCAN)}
+    scan = [r for r in body(["defaults", *N_SCAN]) if r[0] in scanned]
     if any(r[1] in N_SCAN for r in scan):
         lines += ["## Today's defaults with more training samples (a diagnostic, not a choice)", "",
                   "The suite's n_train rule multiplied by " + ", ".join(str(m) for m in N_SCAN.values())
-                  + ", same step budget.", "", markdown_table(header, sorted(scan, key=lambda r: r[0])), ""]
+                  + ", same step budget.", "", markdown_table(header, sorted(scan, key=lambda r: (TARGETS.index(r[0]), r[2]))), ""]
     if summary["choice"] is None:
         lines.append("Not every target has run for every variant yet: no choice is made.")
     else:
