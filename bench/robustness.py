@@ -278,7 +278,7 @@ def main() -> None:
     if args.render_only:
         from bfclab.results import read_json
 
-        data = read_json(stored)
+        data = read_json(stored) if stored.is_file() else {"workers": args.workers, "seeds": args.seeds}
         data["runs"] = collect(root, data["seeds"], args.profile)
         data["profile"] = args.profile
         render(data)
