@@ -144,6 +144,52 @@ def med(v):
     return statistics.median(v) if v else math.nan
 
 
+def tail_shares(root: Path, seeds: int, profile: str, cache_file: Path) -> dict:
+    """Per regression target: for each bfc seed, the share of its squared test error carried by the
+    1 and the 10 test points with the largest squared error (of 200 000), and its nMSE without
+    those 10.  Read from ``cache_file`` (keyed by cell); computed for the cells missing there from
+    the run's final learner (``last_good.pt``, the state of its final record, or ``stage<L>.pt``
+    when the profile has no polish) and the target's own test set."""
+    import torch
+
+    from bfclab.learner import Learner
+    from bfclab.results import load_torch_file, read_json
+    from bfclab.target import chunks
+    from bfclab.training import test_data
+
+    cache = read_json(cache_file) if cache_file.is_file() else {}
+    pr, out, changed = PROFILES[profile], {}, False
+    for name, spec in SUITE.items():
+        if "task" in spec:
+            continue
+        target = None
+        for c in expand({"base": pr["base"], "grid": entry(spec, seeds, ["bfc"])}, "robustness").cells:
+            d = root / "cells" / c.id
+            if c.id not in cache:
+                cfg = c.config()
+                final = d / "last_good.pt" if (d / "last_good.pt").is_file() else d / f"stage{cfg.target.L}.pt"
+                if not (d / "result.json").is_file() or Result.read(d / "result.json").diverged or not final.is_file() \
+                        or (cfg.train.polish_iters and final.name != "last_good.pt"):
+                    continue
+                if target is None:
+                    target = target_of(spec)
+                st = load_torch_file(final)
+                m = Learner.for_target(target, cfg.learner, seed=cfg.seed)
+                m.load_state_dict(st["model"])
+                m.active = [int(l) for l in st["active"]]
+                x, y = test_data(target, cfg.data.n_test, "regression")
+                with torch.no_grad():
+                    sq = torch.cat([(m(x[a:b].float()).double() - y[a:b]).pow(2) for a, b in chunks(len(y))])
+                top = torch.sort(sq, descending=True).values
+                cache[c.id] = {"top1": float(top[0] / sq.sum()), "top10": float(top[:10].sum() / sq.sum()),
+                               "nmse_without_top10": float(top[10:].sum() / len(y) / target.var_g)}
+                changed = True
+            out.setdefault(name, []).append(cache[c.id])
+    if changed:
+        write_json(cache_file, cache)
+    return out
+
+
 def median_interval(runs_m: list[dict]) -> list[float] | None:
     """The 95 % test-set interval of the seed whose error is the median (None when under half of
     the seeds have an interval, e.g. when they diverged)."""
@@ -153,11 +199,22 @@ def median_interval(runs_m: list[dict]) -> list[float] | None:
     return list(have[len(have) // 2][1]) if len(have) % 2 else None
 
 
+def tails_file(profile: str) -> Path:
+    return ROOT / "bench" / "results" / f"robustness{PROFILES[profile]['suffix']}_tails.json"
+
+
 def paths(profile: str) -> tuple[Path, Path, Path]:
     """(runs root, data file, page) of a profile."""
     sfx = PROFILES[profile]["suffix"]
     return (ROOT / "results" / f"robustness{sfx}", ROOT / "bench" / "results" / f"robustness{sfx}.json",
             ROOT / "docs" / f"bench_robustness{sfx.replace('-', '_')}.md")
+
+
+def tail_cells(shares: list[dict]) -> list[str]:
+    if not shares:
+        return ["", ""]
+    return [f"{100 * med([t['top1'] for t in shares]):.0f} % / {100 * med([t['top10'] for t in shares]):.0f} %",
+            f"{med([t['nmse_without_top10'] for t in shares]):.2e}"]
 
 
 def render(data: dict) -> None:
@@ -180,7 +237,9 @@ def render(data: dict) -> None:
              f"error in the last column: heavy tails make it large at depth 5-6).  Cells: median over seeds "
              f"[min, max]; classification rows are 0-1 test errors.", ""]
     head = ["target", "L", "d", "k", "n_train", "bfc", "bfc median seed's 95 % interval", "layerwise", "e2e",
-            "layerwise / bfc", "bfc fe per level (median)", "bfc term err per level (median)", "Var(G*) rel. s.e."]
+            "layerwise / bfc", "bfc fe per level (median)", "bfc term err per level (median)", "Var(G*) rel. s.e.",
+            "bfc error share of the top 1 / 10 test points (median)", "bfc without the top 10 (median)"]
+    tails = data.get("tails", {})
     rows, verdict = [], []
     for name, spec in SUITE.items():
         per = runs.get(name, {})
@@ -205,7 +264,8 @@ def render(data: dict) -> None:
         ci = median_interval(per.get("bfc", []))
         rows.append([name, tc.L, tc.d, k, n_train(tc.d, tc.L), cell("bfc"),
                      f"[{ci[0]:.1e}, {ci[1]:.1e}]" if ci else "", cell("layerwise"), cell("e2e"),
-                     f"{ratio:.1f}x" if ratio == ratio else "", fe, te, f"{100 * se:.1f} %" if se == se else ""])
+                     f"{ratio:.1f}x" if ratio == ratio else "", fe, te, f"{100 * se:.1f} %" if se == se else "",
+                     *tail_cells(tails.get(name, []))])
         if b and "task" not in spec:  # the nMSE bars are for regression targets; a diverged seed is a failure
             verdict.append((name, statistics.median([v if v == v else math.inf for v in b]), ratio, ci))
     lines.append(markdown_table(head, rows))
@@ -247,10 +307,14 @@ def render(data: dict) -> None:
                                  f"divergence rule, `train.diverge_factor`).")
                     continue
                 worst = max(levels, key=lambda l: med([r["term_error"].get(l, math.nan) for r in per]))
+                sh = tails.get(name, [])
+                tail = (f"; the 10 test points (of 200 000) with the largest squared error carry a median "
+                        f"{100 * med([t['top10'] for t in sh]):.0f} % of it, and without them the median is "
+                        f"{med([t['nmse_without_top10'] for t in sh]):.2e}" if sh else "")
                 lines.append(f"- `{name}`: bfc median {m:.2e}; largest output-term error at level {worst} "
                              f"({med([r['term_error'].get(worst, math.nan) for r in per]):.1e}), its feature error "
                              f"{med([r['feature_error'].get(worst, math.nan) for r in per]):.2f}; diverged seeds: "
-                             f"{sum(bool(r['diverged']) for r in per)}.")
+                             f"{sum(bool(r['diverged']) for r in per)}{tail}.")
     lines.append("")
     atomic_write_bytes(ROOT / page, "\n".join(lines).encode())
     print("\n".join(lines))
@@ -281,6 +345,7 @@ def main() -> None:
         data = read_json(stored) if stored.is_file() else {"workers": args.workers, "seeds": args.seeds}
         data["runs"] = collect(root, data["seeds"], args.profile)
         data["profile"] = args.profile
+        data["tails"] = tail_shares(root, data["seeds"], args.profile, tails_file(args.profile))
         render(data)
         return
     t0 = time.time()
@@ -294,7 +359,8 @@ def main() -> None:
                 shutil.rmtree(f.parent)
     run_sweep(grid, root, workers=args.workers, threads=1)
     data = {"workers": args.workers, "seeds": args.seeds, "seconds": time.time() - t0, "profile": args.profile,
-            "runs": collect(root, args.seeds, args.profile)}
+            "runs": collect(root, args.seeds, args.profile),
+            "tails": tail_shares(root, args.seeds, args.profile, tails_file(args.profile))}
     write_json(stored, json.loads(json.dumps(data)))
     render(data)
 
