@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from robustness import SUITE, n_train, target_of, target_overrides  # noqa: E402
 
 from bfclab import seeds  # noqa: E402
-from bfclab.config import RunConfig, TargetConfig, apply_mapping, set_key  # noqa: E402
+from bfclab.config import RunConfig, apply_mapping, set_key  # noqa: E402
 from bfclab.methods import DivergenceError  # noqa: E402
 from bfclab.results import atomic_write_bytes, write_json  # noqa: E402
 from bfclab.tables import markdown_table  # noqa: E402
@@ -67,9 +67,7 @@ def config_of(target: str, variant: str, seed: int) -> RunConfig:
     spec = SUITE[target]
     cfg = RunConfig()
     apply_mapping(cfg, {"target": target_overrides(spec)})
-    tc = TargetConfig()
-    apply_mapping(tc, target_overrides(spec))
-    set_key(cfg, "data.n_train", n_train(tc.d, tc.L) * N_SCAN.get(variant, 1))
+    set_key(cfg, "data.n_train", n_train(cfg.target.d, cfg.target.L) * N_SCAN.get(variant, 1))
     set_key(cfg, "seed", seed)
     for k, v in VARIANTS.get(variant, {}).items():
         set_key(cfg, k, v)
