@@ -440,6 +440,7 @@ SMALL = {
     "rf-relu": {"n_features": 1024},
     "twolayer-quad": {"width": 256, "steps": 600},
     "twolayer-relu": {"width": 256, "steps": 600},
+    "mlp-relu": {"width": 128, "steps": 600, "lr": 3e-3},
     "seqkernel": {"L": 3},
     "krr-oracle": {"select_n": 1000},
     "nystrom-poly": {"degree": 2, "centres": 512},
@@ -449,6 +450,7 @@ SMALL = {
     "tuned-krr-rbf": {"space": {"lengthscale": [1.0, 2.0]}},
     "tuned-krr-ntk-relu": {"space": {"bias": [0.5, 1.0]}},
     "tuned-twolayer-relu": {"space": {"lr": [3e-3, 1e-2]}, "options": {"width": 256, "steps": 600}},
+    "tuned-mlp-relu": {"space": {"lr": [1e-3, 3e-3]}, "options": {"width": 128, "steps": 600}},
 }
 
 

@@ -201,6 +201,7 @@ SMALL = {
     "rf-relu": {"n_features": 200},
     "rf-quad": {"n_features": 200, "ridge": 1e-3},
     "twolayer-relu": {"width": 32, "steps": 30, "progress": False},
+    "mlp-relu": {"width": 32, "steps": 30, "progress": False},
 }
 
 
@@ -214,7 +215,7 @@ def test_shapes_through_the_registry(name):
     assert est.predict(XT[:0]).shape == (0, C)
     col = make_estimator(name, SMALL[name], seed=1).fit(X, Y[:, :1]).predict(XT)  # (n, 1) stays (n, 1)
     assert col.shape == (80, 1)
-    if not name.startswith("twolayer"):  # (n, 1) is the (n,) fit
+    if name not in ("twolayer-relu", "mlp-relu"):  # (n, 1) is the (n,) fit
         torch.testing.assert_close(col[:, 0], one, rtol=0, atol=1e-5 * float(one.abs().max()))
 
 

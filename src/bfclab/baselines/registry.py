@@ -14,13 +14,15 @@ nystrom-poly/-rbf/  Nyström KRR (m centres) solved by FALKON's preconditioned C
   -ntk-relu         exact solver's memory (:mod:`bfclab.baselines.nystrom`), same kernels
 rf-quad / rf-relu   random quadratic / ReLU features, last layer fitted by ridge
 twolayer-quad/-relu two-layer network trained by Adam/SGD
+mlp-relu            deep ReLU MLP trained end to end by Adam/SGD, one hidden layer per level the
+                    deep learner trains (:mod:`bfclab.baselines.mlp`)
 seqkernel           degree-2 kernel regression applied level by level on residuals
 krr-oracle          exact KRR, polynomial kernel of degree 4, on the target's true features of the
                     levels below the top (:mod:`bfclab.baselines.oracle`): perfect lower levels
 ==================  ==============================================================================
 
 Each family's options are a dataclass (``KRROptions`` with a kernel's fields, ``RFOptions``,
-``TwoLayerOptions``, ``SeqKernelOptions``; ``ESTIMATORS[name].options``) whose fields carry their
+``TwoLayerOptions``, ``MLPOptions``, ``SeqKernelOptions``; ``ESTIMATORS[name].options``) whose fields carry their
 limits in metadata (:func:`bfclab.config.opt`); they are parsed and checked by the run config's
 code (``apply_mapping``, ``check_finite``, ``check_limits``), so the estimators' constructors do not
 check them again.  Defaults that depend on the target (degree, L, k) are taken from ``target`` when
@@ -38,6 +40,7 @@ from typing import Any, Callable
 from ..config import (ConfigError, Keys, RunConfig, TargetConfig, apply_mapping, check_finite, check_limits,
                       opt, to_dict)
 from ..methods import is_deep
+from ..nets import depth_of
 from .deep import DeepEstimator
 from .kernels import RBF, Polynomial, ReluNTK, learner_entk
 from .krr import KRR
@@ -47,6 +50,7 @@ from .random_features import RandomFeatures
 from .ridge import DEFAULT_GRID, DTYPES
 from .sequential import PASS_UP, SequentialKernel
 from .tuning import Tuned
+from .mlp import DeepMLP
 from .two_layer import OPTIMIZERS, SCHEDULES, TwoLayer
 
 _DEFAULT_TARGET = TargetConfig()
@@ -224,8 +228,9 @@ class RFOptions(RidgeOptions):
 
 
 @dataclass
-class TwoLayerOptions:
-    """A two-layer network trained by Adam/SGD (:mod:`bfclab.baselines.two_layer`, PAPER_NOTES §6)."""
+class NetOptions:
+    """A network trained by Adam/SGD on standardised labels (the training options of
+    :class:`~bfclab.baselines.two_layer.TwoLayer`, shared by the two-layer nets and the deep MLP)."""
 
     width: int = opt(1024, gt=0)
     steps: int = opt(4000, gt=0)
@@ -237,10 +242,36 @@ class TwoLayerOptions:
     min_lr_frac: float = opt(0.01, ge=0)
     weight_decay: float = opt(0.0, ge=0)
     clip: float = opt(1.0, ge=0)
-    bias: float = opt(1.0, ge=0)
     dtype: str = opt("float32", choices=DTYPES)
     progress: bool | None = None
     log_every: int = opt(100, gt=0)
+
+
+@dataclass
+class TwoLayerOptions(NetOptions):
+    """A two-layer network trained by Adam/SGD (:mod:`bfclab.baselines.two_layer`, PAPER_NOTES §6)."""
+
+    bias: float = opt(1.0, ge=0)
+
+
+def _depth(target) -> int:
+    """The deep learner's number of trained layers on ``target``: L - 1 on the quadratic class (its
+    levels 2..L), :func:`bfclab.nets.depth_of` on another kind."""
+    t = _quadratic(target)
+    if t is not None or target is None:
+        return (t.L if t is not None else _DEFAULT_TARGET.L) - 1
+    return depth_of(target)
+
+
+@dataclass
+class MLPOptions(NetOptions):
+    """A deep ReLU MLP in the standard parametrisation trained end to end by Adam/SGD
+    (:mod:`bfclab.baselines.mlp`, issue 12): ``depth`` hidden layers of ``width`` units, one per
+    level the deep learner trains by default; Adam's usual learning rate for this parametrisation."""
+
+    width: int = opt(256, gt=0)
+    lr: float = opt(1e-3, gt=0)
+    depth: int = from_target(_depth, gt=0)
 
 
 @dataclass
@@ -306,6 +337,10 @@ def _two_layer(activation: str) -> Callable:
     return build
 
 
+def _mlp(name, opts, device, seed, target):
+    return DeepMLP(device=device, seed=seed, name=name, **opts)
+
+
 def _oracle(name, opts, device, seed, target):
     if target is None:
         raise ConfigError(f"estimator '{name}': needs the target (make_estimator(..., target=target))")
@@ -335,6 +370,7 @@ TUNED_SPACES = {
     "krr-rbf": {"lengthscale": [0.5, 1.0, 2.0, 4.0, 8.0]},
     "krr-ntk-relu": {"bias": [0.25, 0.5, 1.0, 2.0, 4.0]},
     "twolayer-relu": {"lr": [1e-3, 3e-3, 1e-2], "width": [256, 1024], "weight_decay": [0.0, 1e-4, 1e-3]},
+    "mlp-relu": {"lr": [3e-4, 1e-3, 3e-3], "width": [128, 256], "weight_decay": [0.0, 1e-4, 1e-3]},
 }
 #: the inner estimator's fixed options of a tuned baseline: KRR in float64 with a ridge grid down to
 #: 1e-14 (float32's floor, 1.9e-6, is where the untuned kernels' choice sat; float64's is 3.6e-15)
@@ -419,6 +455,7 @@ ESTIMATORS: dict[str, Spec] = {
     "rf-relu": Spec(_rf("relu"), RFOptions, "random ReLU features + ridge"),
     "twolayer-quad": Spec(_two_layer("quad"), TwoLayerOptions, "two-layer network, quadratic activation"),
     "twolayer-relu": Spec(_two_layer("relu"), TwoLayerOptions, "two-layer network, ReLU activation"),
+    "mlp-relu": Spec(_mlp, MLPOptions, "deep ReLU MLP (depth = the learner's layers) trained end to end"),
     "seqkernel": Spec(_seq, SeqKernelOptions, "degree-2 kernel regression applied level by level"),
     "krr-oracle": Spec(_oracle, OracleKRROptions, "KRR, degree-4 polynomial kernel on the true lower-level features"),
 }

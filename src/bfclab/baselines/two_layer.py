@@ -90,6 +90,10 @@ class TwoLayer:
             return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
         return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
+    def _build_net(self, d: int, gen: torch.Generator, outputs: int | None) -> nn.Module:
+        """The network trained by :meth:`fit`: f(x) of shape (batch,) or (batch, outputs)."""
+        return TwoLayerNet(d, self.width, self.activation, self.bias, gen, outputs)
+
     def fit(self, x: torch.Tensor, y: torch.Tensor) -> "TwoLayer":
         outputs = check_targets(y, x.shape[0])
         gen = seeds.generator("baseline_init", self.seed)
@@ -101,8 +105,8 @@ class TwoLayer:
             std = y.std(0) if y.shape[0] > 1 else torch.zeros(outputs, dtype=torch.float64, device=self.device)
             self.y_mean_, self.y_std_ = y.mean(0), torch.where(std > 0, std, torch.ones_like(std))
         ys = ((y - self.y_mean_) / self.y_std_).to(self.dtype)
-        self.net_ = TwoLayerNet(x.shape[1], self.width, self.activation, self.bias, gen,
-                                outputs).to(self.device, self.dtype)
+        self.outputs_ = outputs
+        self.net_ = self._build_net(x.shape[1], gen, outputs).to(self.device, self.dtype)
         params = list(self.net_.parameters())
         opt = self._opt(params)
         show = sys.stderr.isatty() if self.progress is None else self.progress
@@ -149,7 +153,7 @@ class TwoLayer:
         if len(x):
             out = torch.cat([self.net_(x[a:a + chunk]) for a in range(0, x.shape[0], chunk)])
         else:
-            out = x.new_zeros((0,) + tuple(self.net_.a.shape[1:]))
+            out = x.new_zeros((0,) if self.outputs_ is None else (0, self.outputs_))
         if isinstance(self.y_mean_, float):
             return out.double().cpu() * self.y_std_ + self.y_mean_
         return out.double().cpu() * self.y_std_.cpu() + self.y_mean_.cpu()

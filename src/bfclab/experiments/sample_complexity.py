@@ -46,12 +46,14 @@ KERNELS = ["krr-poly", "krr-rbf", "krr-ntk-relu"]
 #: fails); its levels are solved in the primal, O(n D^2) with D ~ 1100, so n is bounded by time only
 SEQ_NS = [40000, 80000, 160000, 320000]
 #: tuned kernels (issue 12, part 1) at the grid's n where their eigendecompositions fit the time
-TUNED = ["tuned-krr-poly", "tuned-krr-rbf"]
+TUNED = ["tuned-krr-poly", "tuned-krr-rbf", "tuned-krr-ntk-relu"]
 TUNED_NS = [1000, 3000, 10000]
-#: the tuned two-layer ReLU net (lr x width x weight decay) with bfc's step budget and batch, at the
-#: grid's largest n only: its 18+ settings are each a full training (~35 min a cell here), its width
-#: capped at the untuned net's 1024 (4096 would cost ~4x a setting; a choice there is flagged "capped")
-TUNED_NET, TUNED_NET_NS, TUNED_NET_WIDTH = "tuned-twolayer-relu", [20000], 1024
+#: the tuned nets (lr x width x weight decay) with bfc's step budget and batch, at the grid's largest
+#: n only: the two-layer ReLU net and the end-to-end deep ReLU MLP (one hidden layer per level the
+#: learner trains, :mod:`bfclab.baselines.mlp`).  Their 18+ settings are each a full training (~35
+#: min a two-layer cell here); widths capped at the untuned two-layer net's 1024 (4096 would cost ~4x
+#: a setting; a choice there is flagged "capped")
+TUNED_NETS, TUNED_NET_NS, TUNED_NET_WIDTH = ["tuned-twolayer-relu", "tuned-mlp-relu"], [20000], 1024
 QUICK_SEQ_NS = [2000]
 
 
@@ -287,7 +289,8 @@ def summarize(root: Path, figdir: Path, quick: bool = False,
         "of each cell "
         f"(`bfclab experiment sample-complexity-tuned{' --quick' if quick else ''}`: the kernels up to n = "
         f"{max(QUICK_NS if quick else TUNED_NS)}, each option point one n x n eigendecomposition; the "
-        f"two-layer ReLU net at n = {(QUICK_NS[-1:] if quick else TUNED_NET_NS)[0]} with bfc's budget)."
+        f"two-layer ReLU net and the deep ReLU MLP at n = {(QUICK_NS[-1:] if quick else TUNED_NET_NS)[0]} with "
+        "bfc's budget)."
         + ("" if tuned else " No tuned results are stored yet."),
         table(["method", f"n*({THRESHOLD:g})", "largest n", "seeds there", "n* / n*(bfc)"],
               [[labels.get(r[0], r[0])] + r[1:] for r in srows]),
@@ -314,8 +317,9 @@ def tuned_spec(quick: bool = False) -> dict:
     """The tuned kernels (options chosen on validation data at the full n, bracketed;
     :mod:`bfclab.baselines.tuning`) on the sample-complexity target and its samples, up to
     TUNED_NS: each option point costs one eigendecomposition of the n x n Gram matrix in float64;
-    and the tuned two-layer ReLU net at TUNED_NET_NS with the deep learner's budget (issue 12: "the
-    same step budget and batch as bfc": steps_per_stage x (L - 1) steps at its batch size)."""
+    and the tuned nets (two-layer ReLU, deep ReLU MLP) at TUNED_NET_NS with the deep learner's budget
+    (issue 12: "the same step budget and batch as bfc": steps_per_stage x (L - 1) steps at its batch
+    size)."""
     base = {k: dict(v) for k, v in QUICK_BASE.items()} if quick else {}
     tc, train = TargetConfig(), TrainConfig()
     apply_mapping(tc, base.get("target", {}))
@@ -323,15 +327,15 @@ def tuned_spec(quick: bool = False) -> dict:
     budget = {"steps": train.steps_per_stage * (tc.L - 1), "batch_size": train.batch_size}
     seed = [0] if quick else [0, 1, 2]
     net = {"options": budget, "caps": {"width": TUNED_NET_WIDTH}}
-    return {"name": "sample-complexity-tuned", "base": base, "baseline": {TUNED_NET: net},
+    return {"name": "sample-complexity-tuned", "base": base, "baseline": {m: net for m in TUNED_NETS},
             "grid": [{"method": TUNED, "data.n_train": QUICK_NS if quick else TUNED_NS, "seed": seed},
-                     {"method": [TUNED_NET], "data.n_train": QUICK_NS[-1:] if quick else TUNED_NET_NS,
+                     {"method": list(TUNED_NETS), "data.n_train": QUICK_NS[-1:] if quick else TUNED_NET_NS,
                       "seed": seed}]}
 
 
 def budget_text(sp: dict) -> str:
-    """The tuned net's fixed budget as the spec gives it."""
-    b = sp["baseline"][TUNED_NET]["options"]
+    """The tuned nets' fixed budget as the spec gives it."""
+    b = sp["baseline"][TUNED_NETS[0]]["options"]
     return f"{b['steps']} steps at batch {b['batch_size']}, bfc's budget"
 
 
@@ -367,7 +371,8 @@ def summarize_tuned(root: Path, figdir: Path, quick: bool = False,
     ns = sorted({n for v in by.values() for n in v})
     rows = [[m] + [spread_ci(final_pairs(by[m].get(n, []))) for n in ns] for m in by]
     return Section("sample-complexity-tuned", "\n\n".join(p for p in [
-        f"Command: `{command}`: the kernels (float64, ridges 1e-14 ... 1) and the two-layer ReLU net "
+        f"Command: `{command}`: the kernels (float64, ridges 1e-14 ... 1), the two-layer ReLU net and the deep "
+        "ReLU MLP trained end to end (one hidden layer per level the learner trains) "
         f"({budget_text(tuned_spec(quick))}) with their options chosen on validation data at the full n of "
         "each cell from a grid extended beyond an edge choice (`bfclab.baselines.tuning`), on the "
         f"sample-complexity target and samples.  {CI_NOTE}",
