@@ -106,3 +106,34 @@ def test_gap_slope_fit_recovers_a_known_exponent():
     s, lo, hi = fit_slope(rho, noisy)
     assert lo < 2.5 < hi and abs(s - 2.5) < 0.3
     assert all(np.isnan(fit_slope([0.1, 0.1], [1.0, 2.0])))  # one rho: no slope
+
+
+def test_gap_slope_rows_separate_the_law_from_the_floor():
+    """Synthetic bfc cells on levels 2..4: level 2 after stage 2 follows the law exactly above a
+    floor 1e4 times lower (verdict holds, every rho kept); level 3 after stage 3 sits at its floor
+    (the final error equals it: floor share 1, floor-limited); level 2 after stage 3 follows a
+    slope 3 where the prediction is 4 (shallower)."""
+    from types import SimpleNamespace
+
+    from bfclab.experiments.gap import FLOOR_SHARE, slope_rows, verdict
+
+    class Res:
+        def __init__(self, rho):
+            self.stage_end = {2: {}, 3: {}, 4: {}}
+            self.stage = {(2, 2): rho**2, (3, 2): rho**3, (3, 3): 1e-3}
+            self.feature_error = {2: 1e-4 * rho**3 * 1e-1, 3: 1e-3, 4: 0.5}
+
+        def stage_value(self, stage, key, level):
+            return self.stage[(stage, level)]
+
+    rhos = [0.05, 0.1, 0.2, 0.3, 0.5]
+    cells = [SimpleNamespace(params={"method": "bfc", "target.rho": r, "seed": s}, result=Res(r))
+             for r in rhos for s in (0, 1)]
+    rows = {(int(r[0]), int(r[1])): r for r in slope_rows(cells)}
+    assert set(rows) == {(2, 2), (3, 2), (3, 3)}
+    assert rows[(2, 2)][-1] == "holds" and "(5 of 5)" in rows[(2, 2)][-2]
+    assert rows[(3, 3)][-1] == "floor-limited" and rows[(3, 3)][-3].startswith("1.00")
+    assert rows[(3, 2)][-1] == "shallower" and rows[(3, 2)][-2].startswith("3.00")
+    assert FLOOR_SHARE < 1
+    assert verdict(2, 1.5, 2.5, 8) == "holds" and verdict(2, 2.1, 2.5, 8) == "steeper"
+    assert verdict(4, 1.0, 3.0, 3) == "shallower" and verdict(2, 1.0, 3.0, 2) == "floor-limited"

@@ -44,12 +44,43 @@ def fit_slope(rho: list[float], values: list[float], seed: int = 0, boot: int = 
     return slope, float(lo), float(hi)
 
 
+#: a cell's level-j error at the end of stage l counts as above the floor when the same level's error
+#: at the end of training (every level trained: no unlearned signal left, what remains is the
+#: learner's own sample / optimisation floor) is at most this share of it
+FLOOR_SHARE = 0.2
+SLOPE_HEADER = ["stage l", "level j", "1 − R² (medians, smallest → largest rho)", "predicted slope",
+                "fitted slope [95 % CI]", "local slopes",
+                "floor share, median [range over rho]", "fit above the floor [95 % CI] (rho kept)", "verdict"]
+
+
+FLOOR_TEXT = (f"Floor share: the level's error at the end of training (every level trained, so no unlearned "
+              f"signal is left: the learner's own floor) over its error at the end of stage l; the fit above the "
+              f"floor keeps the cells where that share is at most {FLOOR_SHARE:g}, and the verdict compares the "
+              f"prediction with its interval (holds: inside; shallower / steeper: the interval below / above; "
+              f"floor-limited: fewer than 3 values of rho above the floor).")
+
+
+def verdict(predicted: float, lo: float, hi: float, n_rho: int) -> str:
+    """The prediction against a fitted slope's interval: ``holds`` (inside it), ``shallower`` /
+    ``steeper`` (the interval below / above it), or ``floor-limited`` where fewer than three values
+    of rho are above the floor (no slope can be told from the floor's)."""
+    if n_rho < 3 or not (math.isfinite(lo) and math.isfinite(hi)):
+        return "floor-limited"
+    return "holds" if lo <= predicted <= hi else "shallower" if hi < predicted else "steeper"
+
+
 def slope_rows(cells, method: str = "bfc") -> list[list[str]]:
     """The theory's gap prediction (issue 13, PAPER_NOTES §5.2): once levels up to l are trained, a
     lower level j's 1 - R^2 scales like (alpha_{l+1} / alpha_j)^2, a log-log slope of 2(l + 1 - j)
     against rho when alpha_l = rho^(l-2).  One row per (stage l < L, level j <= l): the prediction,
     the fitted slope over every (rho, seed) cell with its bootstrap interval, and the local slopes
-    between neighbouring rho (of the medians over seeds), which show where the law holds."""
+    between neighbouring rho (of the medians over seeds), which show where the law holds.
+
+    The law is about the error the unlearned levels cause; below it lies the learner's own floor, the
+    level's error once every level is trained (the cell's final ``feature_error``).  The *floor
+    share* is that final error over the stage-l error (median over the cells, and the range of its
+    per-rho medians); the fit is repeated over the cells whose share is at most FLOOR_SHARE, and the
+    verdict (:func:`verdict`) reads that fit's interval."""
     cells = [c for c in cells if c.params["method"] == method]
     if not cells:
         return []
@@ -57,17 +88,28 @@ def slope_rows(cells, method: str = "bfc") -> list[list[str]]:
     rows = []
     for stage in range(2, L):
         for level in range(2, stage + 1):
-            pts = [(float(c.params["target.rho"]), c.result.stage_value(stage, "feature_error", level)) for c in cells]
-            pts = [(r, v) for r, v in pts if math.isfinite(v)]
+            pts = [(float(c.params["target.rho"]), c.result.stage_value(stage, "feature_error", level),
+                    float(c.result.feature_error.get(level, math.nan))) for c in cells]
+            pts = [(r, v, f) for r, v, f in pts if math.isfinite(v) and v > 0]
             if not pts:
                 continue
-            slope, lo, hi = fit_slope([r for r, _ in pts], [v for _, v in pts])
-            rhos = sorted({r for r, _ in pts})
-            meds = [med([v for r2, v in pts if r2 == r]) for r in rhos]
+            slope, lo, hi = fit_slope([r for r, _, _ in pts], [v for _, v, _ in pts])
+            rhos = sorted({r for r, _, _ in pts})
+            meds = [med([v for r2, v, _ in pts if r2 == r]) for r in rhos]
             local = [f"{math.log(b / a) / math.log(r2 / r1):.2f}" if a > 0 and b > 0 else "–"
                      for (r1, a), (r2, b) in zip(zip(rhos, meds), zip(rhos[1:], meds[1:]))]
-            rows.append([str(stage), str(level), str(2 * (stage + 1 - level)), f"{slope:.2f} [{lo:.2f}, {hi:.2f}]",
-                         ", ".join(local)])
+            shares = [(r, f / v) for r, v, f in pts if math.isfinite(f)]
+            per_rho = [med([q for r2, q in shares if r2 == r]) for r in rhos if any(r2 == r for r2, _ in shares)]
+            share = (f"{med([q for _, q in shares]):.2f} [{min(per_rho):.2f}, {max(per_rho):.2f}]" if shares else "n/a")
+            above = [(r, v) for r, v, f in pts if math.isfinite(f) and f <= FLOOR_SHARE * v]
+            kept = sorted({r for r, _ in above})
+            a_slope, a_lo, a_hi = fit_slope([r for r, _ in above], [v for _, v in above]) if above else (math.nan,) * 3
+            pred = 2 * (stage + 1 - level)
+            fit_above = (f"{a_slope:.2f} [{a_lo:.2f}, {a_hi:.2f}] ({len(kept)} of {len(rhos)})" if len(kept) >= 2
+                         else f"– ({len(kept)} of {len(rhos)})")
+            rows.append([str(stage), str(level), f"{meds[0]:.2g} → {meds[-1]:.2g}", str(pred),
+                         f"{slope:.2f} [{lo:.2f}, {hi:.2f}]", ", ".join(local),
+                         share, fit_above, verdict(pred, a_lo, a_hi, len(kept))])
     return rows
 
 
@@ -117,7 +159,7 @@ def summarize(root: Path, figdir: Path, quick: bool = False, command: str = "bfc
             f"of stage l against rho, log-log; prediction 2(l + 1 − j) (the next, still unlearned signal relative to "
             f"level j's own).  Fitted over {n_cells} cells ({len(rhos)} values of rho × seeds {seeds}); 95 % pairs-"
             f"bootstrap interval; local slopes between neighbouring rho ({pairs}) from the medians over seeds.",
-            table(["stage l", "level j", "predicted slope", "fitted slope [95 % CI]", "local slopes"], slopes)])
+            FLOOR_TEXT, table(SLOPE_HEADER, slopes)])
     return Section(NAME, md)
 
 
@@ -147,11 +189,11 @@ def slopes_summary(root: Path, figdir: Path, quick: bool = False, command: str =
              f"l against rho (alpha_l = rho^(l-2)), log-log, over {len(rhos)} values of rho ({', '.join(map(str, rhos))}) "
              f"× seeds {seeds}; the theory predicts a slope of 2(l + 1 − j) (issue 13; PAPER_NOTES §5.2).  95 % "
              f"pairs-bootstrap interval over the cells; local slopes between neighbouring rho from the medians "
-             f"over seeds."]
+             f"over seeds.  {FLOOR_TEXT}"]
     for L in sorted({int(c.params["target.L"]) for c in cells}):
         sub = [c for c in cells if int(c.params["target.L"]) == L]
         rows = slope_rows(sub)
         parts += [f"**Levels 2..{L}** ({len(sub)} cells):",
-                  table(["stage l", "level j", "predicted slope", "fitted slope [95 % CI]", "local slopes"], rows)]
+                  table(SLOPE_HEADER, rows)]
     parts.append(diverged_note(root, slopes_spec(quick)))
     return Section(SLOPES, "\n\n".join(p for p in parts if p))
