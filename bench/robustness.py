@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from bfclab.config import RunConfig, TargetConfig, apply_mapping  # noqa: E402
 from bfclab.results import Result, atomic_write_bytes, write_json  # noqa: E402
-from bfclab.sweep import expand, run_sweep  # noqa: E402
+from bfclab.sweep import clear_diverged, expand, run_sweep  # noqa: E402
 from bfclab.tables import markdown_table  # noqa: E402
 from bfclab.target import Target  # noqa: E402
 
@@ -351,12 +351,7 @@ def main() -> None:
     t0 = time.time()
     grid = expand(grid_spec(args.seeds, args.profile), "robustness" + PROFILES[args.profile]["suffix"])
     if args.rerun_diverged:
-        import shutil
-
-        for c in grid.cells:
-            f = root / "cells" / c.id / "result.json"
-            if f.is_file() and Result.read(f).diverged:
-                shutil.rmtree(f.parent)
+        clear_diverged(grid, root)
     run_sweep(grid, root, workers=args.workers, threads=1)
     data = {"workers": args.workers, "seeds": args.seeds, "seconds": time.time() - t0, "profile": args.profile,
             "runs": collect(root, args.seeds, args.profile),

@@ -69,6 +69,8 @@ def test_cli_as_subprocess(tmp_path):
         (["experiment", "gap", "--quick", "--executor", "nope"], "--executor"),
         (["experiment", "gap", "--quick", "--address", "127.0.0.1:6379"], "--address"),
         (["experiment", "gap", "--quick", "--workers", "0"], "--workers"),
+        (["experiment", "probe-mlp-mnist1d", "--quick", "--rerun-diverged"], "--rerun-diverged"),
+        (["experiment", "scaling", "--quick", "--rerun-diverged"], "accepted: correction"),
         (["train", "--out", "X", "--target.kind", "rhm"], "learner.kind"),
         (["train", "--out", "X", "--target.kind", "rhm", "--learner.kind", "cnn", "--target.options.m", "99"],
          "target 'rhm' option 'm'"),

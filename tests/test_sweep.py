@@ -120,6 +120,20 @@ def test_a_diverged_cell_is_a_result_and_summaries_leave_it_out(tmp_path):
     assert math.isnan(res["test_nmse"]) and res["stage_end"] == {}
     assert spread([1e-3, float("nan")]) == spread([1e-3])
 
+    # --rerun-diverged (clear_diverged): only the diverged cell is removed, and the next sweep trains
+    # it (alone) again; the finished good cell is kept as it was
+    from bfclab.sweep import clear_diverged
+
+    good = ok[0].dir / "result.json"
+    before = good.read_bytes()
+    gone = clear_diverged(expand(spec), tmp_path)
+    assert gone == [c.id for c in expand(spec).cells if c.params["train.lr"] == 1e8]
+    assert not (tmp_path / "cells" / gone[0]).exists() and good.read_bytes() == before
+    assert len(load_cells(tmp_path, spec, diverged=True)) == 0
+    run_sweep(expand(spec), tmp_path, workers=1, progress=False)
+    assert read_json(tmp_path / "sweep.json")["cells_run"] == 1 and good.read_bytes() == before
+    assert clear_diverged(expand({**spec, "grid": {"method": ["bfc"], "train.lr": [0.01]}}), tmp_path) == []
+
 
 def test_stored_results_hold_only_finished_cells():
     """Every cell folder kept in the repository's results/ has its result.json, kept with it.  The

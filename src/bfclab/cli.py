@@ -99,13 +99,15 @@ def cmd_demo(args, extra) -> int:
 
 
 def cmd_sweep(args, extra) -> int:
-    from .sweep import load_grid, run_sweep
+    from .sweep import clear_diverged, load_grid, run_sweep
 
     if extra:
         raise ConfigError(f"unexpected argument '{extra[0]}' for sweep")
     if args.workers < 1:
         raise ConfigError(f"--workers: must be >= 1, got {args.workers}")
     grid = load_grid(args.grid)
+    if args.rerun_diverged:
+        _report_cleared(clear_diverged(grid, Path(args.out)))
     rows = run_sweep(grid, Path(args.out), workers=args.workers, overwrite=args.overwrite, batched=args.batched,
                      executor=args.executor, address=args.address)
     print(f"{len(rows)}/{len(grid.cells)} cells finished; table: {Path(args.out) / 'table.csv'}")
@@ -127,6 +129,14 @@ def cmd_experiment(args, extra) -> int:
     from .sweep import make_executor
 
     make_executor(args.executor, args.workers, args.address)  # a bad --executor / --address: before anything runs
+    if args.rerun_diverged:
+        spec = getattr(exps[args.name], "spec", None)
+        if not callable(spec):
+            raise ConfigError(f"--rerun-diverged: applies to the experiments run as one grid of cells; '{args.name}' "
+                              f"is not one (accepted: {', '.join(n for n, e in exps.items() if callable(getattr(e, 'spec', None)))})")
+        from .sweep import clear_diverged, expand
+
+        _report_cleared(clear_diverged(expand(spec(args.quick)), exps[args.name].folder(results)))
     sections = run_experiment(args.name, results, args.quick, args.workers, overwrite=args.overwrite,
                               batched=args.batched, executor=args.executor, address=args.address)
     from .results import atomic_write_bytes
@@ -137,6 +147,10 @@ def cmd_experiment(args, extra) -> int:
     print(text)
     print(f"summary: {out}")
     return 0
+
+
+def _report_cleared(ids: list[str]) -> None:
+    print(f"--rerun-diverged: {len(ids)} diverged cell(s) removed, to train again" + (f": {', '.join(ids)}" if ids else ""))
 
 
 def cmd_report(args, extra) -> int:
@@ -150,6 +164,9 @@ def cmd_report(args, extra) -> int:
                 overwrite=args.overwrite)
     print(f"wrote {out}")
     return 0
+
+
+RERUN_HELP = "train again the stored cells whose result says diverged (say, after a change of the divergence rule)"
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -183,6 +200,7 @@ def make_parser() -> argparse.ArgumentParser:
     w.add_argument("--address", default=None, help="with --executor ray: a running cluster's address "
                                                    "(default: start a local Ray instance)")
     w.add_argument("--overwrite", action="store_true", help="replace results of a different config instead of stopping")
+    w.add_argument("--rerun-diverged", action="store_true", help=RERUN_HELP)
     w.add_argument("--batched", action=argparse.BooleanOptionalAction, default=True,
                    help="train deep cells of one growth plan together (default; --no-batched: one by one)")
     w.set_defaults(func=cmd_sweep)
@@ -196,6 +214,7 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--batched", action=argparse.BooleanOptionalAction, default=True,
                    help="train deep cells of one growth plan together (default; --no-batched: one by one)")
     e.add_argument("--overwrite", action="store_true", help="replace results of a different config instead of stopping")
+    e.add_argument("--rerun-diverged", action="store_true", help=RERUN_HELP)
     e.add_argument("--executor", default="process", help="process (default) | ray: where the cells run (as for sweep)")
     e.add_argument("--address", default=None, help="with --executor ray: a running cluster's address")
     e.set_defaults(func=cmd_experiment)

@@ -563,6 +563,19 @@ def make_executor(name: str, workers: int, address: str | None = None, threads: 
     return ProcessExecutor(workers) if workers > 1 else SerialExecutor()
 
 
+def clear_diverged(grid: Grid, root: str | Path) -> list[str]:
+    """Remove the folders of ``grid``'s finished cells whose result says the run diverged, so that
+    the next sweep trains them afresh (after a change of the divergence rule, say); return their
+    ids.  Nothing else is touched: finished runs that did not diverge and unfinished cells stay."""
+    root, gone = Path(root), []
+    for c in grid.cells:
+        d = root / "cells" / c.id
+        if c.finished(root) and Result.read(d / "result.json").diverged:
+            shutil.rmtree(d)
+            gone.append(c.id)
+    return gone
+
+
 def run_sweep(grid: Grid, root: str | Path, workers: int = 1, progress: bool | None = None,
               threads: int = 1, overwrite: bool = False, batched: bool = True, executor: str = "process",
               address: str | None = None) -> list[dict]:
