@@ -1,6 +1,11 @@
 """Benchmark of the core issue: bfc vs layerwise vs e2e on the default target, 3 seeds, both learners.
 
-    .venv/bin/python bench/core_modes.py [--out runs/bench_core] [--workers 2] [--seeds 0,1,2]
+    .venv/bin/python bench/core_modes.py [--out runs/bench_core] [--workers 2] [--seeds 0,1,2] [--overwrite]
+
+Also the paper learner's components taken away one at a time under bfc (``ABLATIONS``: the K-W
+tie, the SVD warm start, the W regulariser, the wide branch's width; issue 11, part 4: "which
+component hurts").  ``--overwrite`` trains again the stored cells of an older config (say, after a
+default changed) instead of stopping.
 
 Runs the cells through the resumable sweep runner, then writes ``bench/results/core_modes.json``
 and ``docs/bench_core.md`` (a Markdown table and the checks of the core issue, each PASS/FAIL
@@ -23,6 +28,15 @@ from bfclab.sweep import expand, run_sweep  # noqa: E402
 
 METHODS = ["bfc", "layerwise", "e2e"]
 KINDS = ["simple", "paper"]
+#: the paper learner under bfc with one component changed: name -> (grid overrides, what changes)
+ABLATIONS: dict[str, tuple[dict, str]] = {
+    "no K-W tie": ({"train.lam_kw": [0.0]}, "lam_kw 1 -> 0: K and W untied after the warm start"),
+    "no SVD warm start": ({"train.warm_start": [False]}, "K trained from its own init, never set from W"),
+    "warm start mid-stage": ({"train.warm_start_frac": [0.5]}, "K set from W half-way through the stage, then trained"),
+    "no W regulariser": ({"train.lam_w": [0.0]}, "lam_w 1e-4 -> 0"),
+    "narrow W (m = 16)": ({"learner.m": [16]}, "wide branch m 64 -> 16"),
+    "wide W (m = 256)": ({"learner.m": [256]}, "wide branch m 64 -> 256"),
+}
 
 
 def cell_results(root: Path, grid, kind: str) -> dict:
@@ -31,6 +45,13 @@ def cell_results(root: Path, grid, kind: str) -> dict:
         p = c.params
         out[(kind, p["method"], p["seed"])] = read_json(root / "cells" / c.id / "result.json")
     return out
+
+
+def ci_text(res: dict) -> str:
+    """A run's test nMSE with its 95 % interval over test blocks (nan for a diverged run)."""
+    t = res.get("test_nmse", float("nan"))
+    ci = res.get("intervals", {}).get("test_nmse")
+    return f"{t:.2e} [{ci[0]:.1e}, {ci[1]:.1e}]" if ci and t == t else f"{t:.2e}"
 
 
 def fe(res: dict, stage: int, level: int) -> float:
@@ -48,6 +69,7 @@ def main() -> int:
     ap.add_argument("--results", default=str(ROOT / "results"), help="results folder of `bfclab experiment`")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--overwrite", action="store_true", help="train again cells stored under an older config")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     # The simple-learner cells are exactly the `correction` experiment's (shared, resumable);
@@ -57,12 +79,23 @@ def main() -> int:
     # ablation of the default's learnable output scales (bfc only)
     fixed = expand({"name": "core-fixed-scales", "grid": {"method": ["bfc"], "seed": seeds,
                                                           "learner.learn_scales": [False]}})
+    ablations = expand({"name": "core-paper-ablations",
+                        "grid": [{"method": ["bfc"], "seed": seeds, "learner.kind": ["paper"], **over}
+                                 for over, _ in ABLATIONS.values()]})
     roots = {"simple": Path(args.results) / "correction", "paper": Path(args.out),
-             "simple, fixed scales": Path(args.results) / "core-fixed-scales"}
+             "simple, fixed scales": Path(args.results) / "core-fixed-scales",
+             "ablations": Path(args.results) / "core-paper-ablations"}
     res = {}
     for kind, grid in (("simple", simple), ("paper", paper), ("simple, fixed scales", fixed)):
-        run_sweep(grid, roots[kind], workers=args.workers)
+        run_sweep(grid, roots[kind], workers=args.workers, overwrite=args.overwrite)
         res.update(cell_results(roots[kind], grid, kind))
+    run_sweep(ablations, roots["ablations"], workers=args.workers, overwrite=args.overwrite)
+    abl: dict[str, list[dict]] = {}
+    for c in ablations.cells:
+        name = next(n for n, (over, _) in ABLATIONS.items()
+                    if all(c.params.get(k) == v[0] for k, v in over.items()))
+        abl.setdefault(name, []).append(read_json(roots["ablations"] / "cells" / c.id / "result.json"))
+    cfg0 = res[("simple", "bfc", seeds[0])]["config"]
 
     summary: dict = {"seeds": seeds, "methods": {}}
     lines = [
@@ -71,9 +104,11 @@ def main() -> int:
         "Produced by `.venv/bin/python bench/core_modes.py` (also `make bench`); raw runs in "
         f"`{_rel(roots['simple'])}` (simple learner, shared with `bfclab experiment correction`) and "
         f"`{_rel(roots['paper'])}` (paper learner) and `{_rel(roots['simple, fixed scales'])}` (output scales "
-        "fixed at alpha_l).  Default target: d = 32, levels 2-4, k = 4, "
-        "J_l = {l-1, input}, alpha = (1, 0.3, 0.09), n_train = n_test = 20000, target seed 0.  "
-        "Same architecture and step budget for every method.",
+        f"fixed at alpha_l).  Default target: d = {cfg0['target']['d']}, levels 2-{cfg0['target']['L']}, "
+        f"k = {cfg0['target']['widths'][0]}, gap rho = {cfg0['target']['rho']}, n_train = {cfg0['data']['n_train']}, "
+        f"n_test = {cfg0['data']['n_test']}, target seed {cfg0['target']['seed']}.  "
+        "Same architecture and step budget for every method.  Test nMSE per seed with its 95 % interval over "
+        "blocks of the test set.",
         "",
         "| learner | method | test nMSE per seed | median | train nMSE (median) | layer-2 fe: end of stage 2 -> end | s/run (median) |",
         "|---|---|---|---|---|---|---|",
@@ -93,7 +128,7 @@ def main() -> int:
             "seconds": [r["seconds"] for r in rs],
         }
         lines.append(
-            f"| {kind} | {m} | {', '.join(f'{t:.2e}' for t in tests)} | **{med:.2e}** | "
+            f"| {kind} | {m} | {', '.join(ci_text(r) for r in rs)} | **{med:.2e}** | "
             f"{statistics.median(r.get('train_nmse', float('nan')) for r in rs):.2e} | "
             f"{'; '.join(f'{a:.4f} -> {b:.4f}' for a, b in fe2)} | {statistics.median(r['seconds'] for r in rs):.0f} |"
         )
@@ -127,6 +162,22 @@ def main() -> int:
     lines += ["", f"Paper learner (K + wide W, K-W regulariser, SVD warm start) vs simple learner under bfc: "
               f"median test nMSE {pb:.2e} vs {ps:.2e}; the default is the better one "
               f"(`{'paper' if pb < ps else 'simple'}`)."]
+    lines += ["", f"**Which component of the paper learner hurts** (bfc, the paper learner with one component changed, "
+              f"seeds {seeds}; runs in `{_rel(roots['ablations'])}`; measured on the test set, a diagnosis, not a "
+              "choice of defaults):", "",
+              "| variant | what changes | test nMSE per seed | median | median / paper's | median / simple's |",
+              "|---|---|---|---|---|---|",
+              f"| paper (as is) | K + wide W (m = 64), K-W tie, SVD warm start | "
+              f"{', '.join(ci_text(res[('paper', 'bfc', s)]) for s in seeds)} | {pb:.2e} | 1 | {pb / ps:.1f} |"]
+    summary["ablations"] = {}
+    for name, (_, what) in ABLATIONS.items():
+        rs = abl[name]
+        ok = [r["test_nmse"] for r in rs if r["test_nmse"] == r["test_nmse"]]
+        m_ = statistics.median(ok) if ok else float("nan")
+        summary["ablations"][name] = {"test_nmse": [r["test_nmse"] for r in rs], "median_test_nmse": m_,
+                                      "diverged": [r.get("diverged") for r in rs]}
+        lines.append(f"| {name} | {what} | {', '.join(ci_text(r) for r in rs)} | {m_:.2e} | {m_ / pb:.2f} | "
+                     f"{m_ / ps:.1f} |")
     write_json(ROOT / "bench" / "results" / "core_modes.json", summary)
     md = "\n".join(lines) + "\n"
     (ROOT / "docs").mkdir(exist_ok=True)
