@@ -198,3 +198,20 @@ def test_bad_executor_one_line(tmp_path, capsys, extra, needle):
     err = capsys.readouterr().err.strip()
     assert err.endswith(needle) and "\n" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_cell_held_by_another_sweep_is_left_to_it_not_failed(tmp_path, capsys):
+    """A cell whose lock another sweep process holds is skipped and reported as busy: in
+    sweep.json under "busy", not under "errors"; the other cells run."""
+    from bfclab.results import read_json
+    from bfclab.sweep import cell_lock
+
+    g = expand({"base": TINY_BASE, "grid": {"method": ["bfc"], "seed": [0, 1]}})
+    held = g.cells[0]
+    with cell_lock(held, tmp_path):  # a second open file description: flock refuses it
+        rows = run_sweep(g, tmp_path, workers=1, progress=False, batched=False)
+    s = read_json(tmp_path / "sweep.json")
+    assert s["busy"] == [held.id] and s["errors"] == []
+    assert len(rows) == 1 and not held.finished(tmp_path) and g.cells[1].finished(tmp_path)
+    err = capsys.readouterr().err
+    assert f"BUSY {held.id}" in err and "FAILED" not in err

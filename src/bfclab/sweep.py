@@ -615,17 +615,20 @@ def run_sweep(grid: Grid, root: str | Path, workers: int = 1, progress: bool | N
     else:
         print(f"[{grid.name}] {len(grid.cells)} cells, {skipped} already finished", file=sys.stderr, flush=True)
     errors: list[str] = []
+    busy: list[str] = []
 
     def done(cell: Cell, err: str | None) -> None:
-        if err and err.startswith("CellBusy"):
-            err = "running in another process; left to it"
-        if err:
-            errors.append(f"{cell.id}: {err}")
+        if err and err.startswith("CellBusy"):  # not a failure: another sweep holds the cell's lock
+            busy.append(cell.id)
+            tag, err = "BUSY ", "running in another process; left to it"
+        else:
+            tag = "FAILED " if err else ""
+            if err:
+                errors.append(f"{cell.id}: {err}")
         if bar is not None:
             bar.update(1)
         else:
-            print(f"[{grid.name}] {'FAILED ' if err else ''}{cell.id}" + (f" ({err})" if err else ""),
-                  file=sys.stderr, flush=True)
+            print(f"[{grid.name}] {tag}{cell.id}" + (f" ({err})" if err else ""), file=sys.stderr, flush=True)
 
     t0, load0 = time.time(), os.getloadavg()
     groups, single = batch_groups(todo, root) if batched else ([], todo)
@@ -646,7 +649,7 @@ def run_sweep(grid: Grid, root: str | Path, workers: int = 1, progress: bool | N
                                          "threads_per_cell": threads, "wall_seconds": time.time() - t0,
                                          "loadavg_start": list(load0), "loadavg_end": list(os.getloadavg()),
                                          **machine(),
-                                         "errors": errors})
+                                         "errors": errors, "busy": busy})
     rows = collect(root, grid)
     write_table(rows, root / "table.csv")
     if errors:
