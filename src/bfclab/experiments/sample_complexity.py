@@ -373,8 +373,8 @@ def summarize_tuned(root: Path, figdir: Path, quick: bool = False,
     rows = [[m] + [spread_ci(final_pairs(by[m].get(n, []))) for n in ns] for m in by]
     return Section("sample-complexity-tuned", "\n\n".join(p for p in [
         f"Command: `{command}`: the kernels (float64, ridges 1e-14 ... 1), the two-layer ReLU net and the deep "
-        "ReLU MLP trained end to end (one hidden layer per level the learner trains) "
-        f"({budget_text(tuned_spec(quick))}) with their options chosen on validation data at the full n of "
+        f"ReLU MLP trained end to end, one hidden layer per level the learner trains ({budget_text(tuned_spec(quick))} "
+        "each), with their options chosen on validation data at the full n of "
         "each cell from a grid extended beyond an edge choice (`bfclab.baselines.tuning`), on the "
         f"sample-complexity target and samples.  {CI_NOTE}",
         table(["method"] + [f"n = {n}" for n in ns], rows),
