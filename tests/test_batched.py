@@ -38,7 +38,7 @@ def assert_close(single: Result, batched: Result, tol: float = 1e-3) -> None:
 
 @pytest.mark.parametrize("method, over", [
     ("bfc", {}), ("layerwise", {}), ("window:1", {}), ("e2e", {}),
-    ("bfc", {"data.task": "classification"}), ("bfc", {"train.polish_iters": 20}),
+    ("bfc", {"data.task": "classification"}),
 ])
 def test_members_agree_with_their_runs_alone(method, over):
     cfgs = group(method, **over)
@@ -95,6 +95,44 @@ def test_paper_learner_members_agree_up_to_the_chaos_of_the_warm_start(frac):
     chaos = sorted(max(rel(a.result.error, nudged_run(c, eps).run().error) for eps in (1e-5, -1e-5))
                    for a, c in zip(single, cfgs))
     assert deviation[1] <= chaos[-1], (deviation, chaos)
+
+
+def nudged_polish(cfg, eps: float) -> Run:
+    """A single run whose trainable weights are scaled by (1 + eps) just before its polish."""
+    run = Run(cfg, **QUIET)
+    polish = run.polish
+
+    def nudge():
+        with torch.no_grad():
+            for p in run.segment_params(run.plan()[-1]):
+                p.mul_(1 + eps)
+        polish()
+
+    run.polish = nudge
+    return run
+
+
+def test_polished_members_agree_up_to_the_chaos_of_lbfgs():
+    """The polish (full-batch L-BFGS, each member alone by the same code) amplifies rounding: on
+    one CPU the members agreed with their runs alone to 2.5e-7 before it and to 1.7e-3 after 20
+    iterations.  So, as for the warm start above: the members agree to rounding (1e-5) up to the
+    polish (every stage end, the held-out error it starts from); afterwards the members' median
+    deviation is at most the largest deviation that scaling the weights by 1 +- 1e-5 just before
+    the polish causes in the run alone."""
+    cfgs = group("bfc", **{"train.polish_iters": 20})
+    single = [Run(c, **QUIET).run() for c in cfgs]
+    batched = BatchedRuns([Run(c, **QUIET) for c in cfgs]).run()
+    for a, b in zip(single, batched):
+        assert a.extra["polish"]["iterations"] > 0 and b.extra["polish"]["iterations"] > 0
+        assert rel(a.extra["polish"]["held_out_before"], b.extra["polish"]["held_out_before"]) <= 1e-5
+        for s, rec in a.stage_end.items():
+            for l, v in rec["feature_error"].items():
+                assert rel(v, b.stage_end[s]["feature_error"][l]) <= 1e-5, (s, l)
+    deviation = sorted(rel(a.error, b.error) for a, b in zip(single, batched))
+    chaos = sorted(max(rel(a.error, nudged_polish(c, eps).run().error) for eps in (1e-5, -1e-5))
+                   for a, c in zip(single, cfgs))
+    assert deviation[1] <= chaos[-1], (deviation, chaos)
+    assert len({round(r.error, 6) for r in batched}) == len(cfgs)
 
 
 def test_layerwise_members_keep_frozen_levels_bit_identical():
