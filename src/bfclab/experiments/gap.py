@@ -51,8 +51,6 @@ FLOOR_SHARE = 0.2
 SLOPE_HEADER = ["stage l", "level j", "1 − R² (medians, smallest → largest rho)", "predicted slope",
                 "fitted slope [95 % CI]", "local slopes",
                 "floor share, median [range over rho]", "fit above the floor [95 % CI] (rho kept)", "verdict"]
-
-
 FLOOR_TEXT = (f"Floor share: the level's error at the end of training (every level trained, so no unlearned "
               f"signal is left: the learner's own floor) over its error at the end of stage l; the fit above the "
               f"floor keeps the cells where that share is at most {FLOOR_SHARE:g}, and the verdict compares the "
@@ -103,7 +101,7 @@ def slope_rows(cells, method: str = "bfc") -> list[list[str]]:
             share = (f"{med([q for _, q in shares]):.2f} [{min(per_rho):.2f}, {max(per_rho):.2f}]" if shares else "n/a")
             above = [(r, v) for r, v, f in pts if math.isfinite(f) and f <= FLOOR_SHARE * v]
             kept = sorted({r for r, _ in above})
-            a_slope, a_lo, a_hi = fit_slope([r for r, _ in above], [v for _, v in above]) if above else (math.nan,) * 3
+            a_slope, a_lo, a_hi = fit_slope([r for r, _ in above], [v for _, v in above])  # nan below 2 rho
             pred = 2 * (stage + 1 - level)
             fit_above = (f"{a_slope:.2f} [{a_lo:.2f}, {a_hi:.2f}] ({len(kept)} of {len(rhos)})" if len(kept) >= 2
                          else f"– ({len(kept)} of {len(rhos)})")
