@@ -111,6 +111,39 @@ def test_score_interval_covers_the_mean_about_95_percent_of_the_time():
     assert 0.89 <= hits / 400 <= 1.0
 
 
+def test_score_interval_is_cut_at_zero_on_heavy_tails_and_covers_whatever_the_uncut_one_does():
+    """One huge error in one of 20 blocks (a heavy tail): the batch-means t-interval of the mean
+    squared error reaches below 0; the reported one starts at 0 and keeps the uncut upper end, so it
+    covers every value >= 0 the uncut one covers.  Its report reads asymmetric (+h%/-l%), with -l =
+    -100 % exactly (the interval's low end is 0)."""
+    from bfclab.metrics import Score, block_interval
+    from bfclab.tables import spread_ci
+
+    e = torch.full((2000,), 1e-2, dtype=torch.float64)
+    e[7] = 1e3  # squared error 1e6 in block 0
+    sc = Score(2000, var=1.0)
+    sc.add(0, e, torch.zeros(2000, dtype=torch.float64))
+    raw_lo, raw_hi = block_interval(sc.block_sum, sc.block_count)
+    lo, hi = sc.interval()
+    assert raw_lo < 0 and lo == 0.0 and hi == raw_hi and lo < sc.error() < hi
+    up = round(100 * (hi - sc.error()) / sc.error())
+    assert spread_ci([(sc.error(), [lo, hi])]) == f"{sc.error():.2e} +{up}%/-100% [{sc.error():.1e}, {sc.error():.1e}]"
+    assert spread_ci([(sc.error(), [raw_lo, raw_hi])]) == spread_ci([(sc.error(), [lo, hi])])  # stored uncut: cut when read
+    # a symmetric interval keeps the one-number form
+    assert spread_ci([(2.0, [1.0, 3.0])]) == "2.00e+00 ±50% [2.0e+00, 2.0e+00]"
+
+
+def test_classification_interval_stays_within_0_and_1():
+    from bfclab.metrics import Score
+
+    sc = Score(40, var=1.0, classify=True, blocks=20)
+    pred = -torch.ones(40, dtype=torch.float64)  # every point wrong but two blocks right
+    pred[:4] = 1.0
+    sc.add(0, pred, torch.ones(40, dtype=torch.float64))
+    lo, hi = sc.interval()
+    assert 0.0 <= lo < sc.error() < hi == 1.0
+
+
 def test_score_classification_counts_sign_mistakes_and_the_logistic_loss():
     from bfclab.metrics import Score
 

@@ -12,6 +12,8 @@ metric here is invariant to an orthogonal transform of the learned features:
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -66,10 +68,14 @@ _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 
          18: 2.101, 19: 2.093}
 
 
-def block_interval(values: torch.Tensor, weights: torch.Tensor) -> list[float]:
+def block_interval(values: torch.Tensor, weights: torch.Tensor,
+                   bounds: tuple[float, float] = (-math.inf, math.inf)) -> list[float]:
     """95 % confidence interval of a mean from the means of independent blocks of the sample
     (``values`` = per-block sums, ``weights`` = per-block counts): the batch-means t-interval,
-    mean +- t_{0.975, B-1} * sd(block means) / sqrt(B).  With under two blocks: [nan, nan]."""
+    mean +- t_{0.975, B-1} * sd(block means) / sqrt(B), cut to ``bounds``, the range the mean can
+    take (a mean squared error is >= 0): on heavy-tailed errors the symmetric interval reaches
+    below 0, and the cut interval covers the mean whenever the uncut one does.  With under two
+    blocks: [nan, nan]."""
     keep = weights > 0
     means = values[keep] / weights[keep]
     B = int(means.numel())
@@ -77,7 +83,7 @@ def block_interval(values: torch.Tensor, weights: torch.Tensor) -> list[float]:
         return [float("nan"), float("nan")]
     centre = float(values.sum() / weights.sum())
     half = _T975[B - 1] * float(means.std(unbiased=True)) / B ** 0.5
-    return [centre - half, centre + half]
+    return [max(centre - half, bounds[0]), min(centre + half, bounds[1])]
 
 
 class Score:
@@ -149,9 +155,10 @@ class Score:
         return total if self.classify else total / self.var
 
     def interval(self) -> list[float]:
-        """95 % interval of :meth:`error` over the blocks (the normaliser's own uncertainty is
-        the target's ``var_g_se``, reported beside it)."""
-        lo, hi = block_interval(self.block_sum, self.block_count)
+        """95 % interval of :meth:`error` over the blocks, within the error's range ([0, 1] for a
+        0-1 error, [0, inf) for an nMSE; the normaliser's own uncertainty is the target's
+        ``var_g_se``, reported beside it)."""
+        lo, hi = block_interval(self.block_sum, self.block_count, (0.0, 1.0 if self.classify else math.inf))
         return [lo, hi] if self.classify else [lo / self.var, hi / self.var]
 
     def loss(self) -> float:

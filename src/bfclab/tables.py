@@ -32,16 +32,23 @@ def spread(values) -> str:
 def spread_ci(pairs) -> str:
     """'median ±h% [min, max]' from (error, interval) pairs, one per seed: the spread over seeds as
     :func:`spread`, and h the half-width of the median seed's 95 % test-set interval relative to
-    its error (the lower middle seed for an even count; left out where no interval was stored)."""
+    its error (the lower middle seed for an even count; left out where no interval was stored).  An
+    interval cut at 0 (an error's floor, :func:`bfclab.metrics.block_interval`; results stored before
+    the cut are cut here) is not symmetric: it reads '+h%/-l%'."""
     pairs = [(v, ci) for v, ci in pairs if v == v]
     if not pairs:
         return "n/a"
     vals = [v for v, _ in pairs]
     v, ci = sorted(pairs, key=lambda p: p[0])[(len(pairs) - 1) // 2]
-    half = f" ±{50 * (ci[1] - ci[0]) / v:.0f}%" if ci and v else ""
+    half = ""
+    if ci and v:
+        lo, hi = max(ci[0], 0.0), ci[1]
+        up, down = 100 * (hi - v) / v, 100 * (v - lo) / v
+        half = f" ±{(up + down) / 2:.0f}%" if f"{up:.0f}" == f"{down:.0f}" else f" +{up:.0f}%/-{down:.0f}%"
     return f"{statistics.median(vals):.2e}{half} [{min(vals):.1e}, {max(vals):.1e}]"
 
 
 #: the sentence that explains :func:`spread_ci`'s format wherever a report uses it
 CI_NOTE = ("Errors read median ±h% [min, max] over seeds, h the half-width of the median seed's 95 % "
-           "interval over independent blocks of its test set, relative to its error.")
+           "interval over independent blocks of its test set, relative to its error (+h%/-l% where that "
+           "interval is cut at an error of 0).")
