@@ -44,7 +44,7 @@ def spread_ci(pairs) -> str:
     if ci and v:
         lo, hi = max(ci[0], 0.0), ci[1]
         up, down = 100 * (hi - v) / v, 100 * (v - lo) / v
-        half = f" ±{(up + down) / 2:.0f}%" if f"{up:.0f}" == f"{down:.0f}" else f" +{up:.0f}%/-{down:.0f}%"
+        half = f" ±{(up + down) / 2:.0f}%" if ci[0] > 0 else f" +{up:.0f}%/-{down:.0f}%"
     return f"{statistics.median(vals):.2e}{half} [{min(vals):.1e}, {max(vals):.1e}]"
 
 

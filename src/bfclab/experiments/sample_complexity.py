@@ -53,9 +53,8 @@ TUNED_NS = [1000, 3000, 10000]
 #: learner trains, :mod:`bfclab.baselines.mlp`).  Their 18+ settings are each a full training (~35
 #: min a two-layer cell here); widths capped at the untuned two-layer net's 1024 (4096 would cost ~4x
 #: a setting; a choice there is flagged "capped").  The deep MLP's widths are capped at its grid's top,
-#: 256: one setting of width 512 costs 8.6 min here and of 1024 31 min (24000 steps, 3 hidden layers,
-#: one thread; against 2.5 min at 256), so an extension to 1024 made one cell take > 2 h; a choice at
-#: 256 is flagged "capped" in the results.
+#: 256: a setting's cost grows about as width^2 (three hidden width x width layers), and with the cap
+#: at 1024 one cell ran > 2 CPU-h without finishing its search; a choice at 256 is flagged "capped".
 TUNED_NETS, TUNED_NET_NS = ["tuned-twolayer-relu", "tuned-mlp-relu"], [20000]
 TUNED_NET_WIDTH = {"tuned-twolayer-relu": 1024, "tuned-mlp-relu": 256}
 QUICK_SEQ_NS = [2000]
