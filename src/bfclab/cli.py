@@ -129,6 +129,11 @@ def cmd_experiment(args, extra) -> int:
     from .sweep import make_executor
 
     make_executor(args.executor, args.workers, args.address)  # a bad --executor / --address: before anything runs
+    if args.only is not None:
+        if not getattr(exps[args.name], "renders_partial", False):
+            raise ConfigError(f"--only: applies to the adaptive experiments; '{args.name}' is not one (accepted: "
+                              f"{', '.join(n for n, e in exps.items() if getattr(e, 'renders_partial', False))})")
+        exps[args.name].plan(args.quick, args.only)  # a bad --only: before anything runs
     if args.rerun_diverged:
         spec = getattr(exps[args.name], "spec", None)
         if not callable(spec):
@@ -138,7 +143,7 @@ def cmd_experiment(args, extra) -> int:
 
         _report_cleared(clear_diverged(expand(spec(args.quick)), exps[args.name].folder(results)))
     sections = run_experiment(args.name, results, args.quick, args.workers, overwrite=args.overwrite,
-                              batched=args.batched, executor=args.executor, address=args.address)
+                              batched=args.batched, executor=args.executor, address=args.address, only=args.only)
     from .results import atomic_write_bytes
 
     text = "\n\n".join(f"# {s.title}\n\n{s.markdown}" for s in sections) + "\n"
@@ -217,6 +222,9 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--rerun-diverged", action="store_true", help=RERUN_HELP)
     e.add_argument("--executor", default="process", help="process (default) | ray: where the cells run (as for sweep)")
     e.add_argument("--address", default=None, help="with --executor ray: a running cluster's address")
+    e.add_argument("--only", default=None, metavar="KEY=V,..;..",
+                   help="scaling: compute a part of the plan, e.g. 'method=bfc,krr-poly;L=2,3;d=8,16' "
+                        "(keys method, L, d); the summary shows every finished search")
     e.set_defaults(func=cmd_experiment)
     from .experiments import images
 

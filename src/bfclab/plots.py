@@ -200,7 +200,10 @@ def plot_scaling(fits: dict, levels: list, path: Path) -> None:
         ax.set_xlabel("d")
         ax.set_ylabel("n* (samples to eps)")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+        else:  # a depth without a finished search (a partial run)
+            ax.text(0.5, 0.5, "no finished search", ha="center", va="center", transform=ax.transAxes)
     fig.suptitle("n*(eps) against d (^: censored above the method's budget, v: below the grid)")
     save(fig, path)
 

@@ -28,13 +28,16 @@ HEADERS = {
 
 def run_experiment(name: str, results: Path, quick: bool, workers: int, figdir: Path | None = None,
                    overwrite: bool = False, batched: bool = True, executor: str = "process",
-                   address: str | None = None) -> list[Section]:
+                   address: str | None = None, only: str | None = None) -> list[Section]:
     """Compute the missing runs of one experiment, then summarise it (``overwrite``: replace
     runs that hold results of a different config instead of stopping; ``executor``/``address``:
-    where the cells run, as for ``bfclab sweep``)."""
+    where the cells run, as for ``bfclab sweep``; ``only``: a part of an adaptive experiment's
+    plan, ``--only``)."""
     exp = registry()[name]
-    if exp.missing(results, quick):
-        exp.compute(results, quick, workers, overwrite=overwrite, batched=batched, executor=executor, address=address)
+    part = {"only": only} if only else {}
+    if exp.missing(results, quick, **part):
+        exp.compute(results, quick, workers, overwrite=overwrite, batched=batched, executor=executor, address=address,
+                    **part)
     figdir = figdir or exp.folder(results)
     figdir.mkdir(parents=True, exist_ok=True)
     return exp.sections(results, figdir, quick)
@@ -51,7 +54,7 @@ def build(results: Path, docs: Path, quick: bool = False, compute: bool = True, 
         if quick and not exp.in_quick:
             continue
         todo = exp.missing(results, quick)
-        if todo and not compute:
+        if todo and not compute and not getattr(exp, "renders_partial", False):
             sections.append(Section(name, f"{todo} of its runs have no results under `{exp.folder(results)}`: "
                                           f"run `{exp.command(quick, results)}` (or `bfclab report` without "
                                           f"`--no-compute`).", getattr(exp, "doc", "RESULTS.md")))

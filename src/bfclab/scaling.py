@@ -103,13 +103,19 @@ class Search:
 def run_searches(searches: list, evaluate) -> None:
     """Drive every search to its end in rounds: each round collects the proposals of all unfinished
     searches and asks ``evaluate(list of (search, index)) -> list of median errors`` for them at
-    once (so that one round is one sweep over many cells)."""
+    once (so that one round is one sweep over many cells).  A value of None means the point has no
+    value (its cells are not stored, when a search is replayed from them): that search stops where it
+    is, unfinished (``done`` stays False), and the others go on."""
+    active = list(searches)
     while True:
-        todo = [(s, i) for s in searches if (i := s.propose()) is not None]
+        todo = [(s, i) for s in active if (i := s.propose()) is not None]
         if not todo:
             return
         for (s, i), v in zip(todo, evaluate(todo)):
-            s.update(i, v)
+            if v is None:
+                active.remove(s)
+            else:
+                s.update(i, v)
 
 
 # ---- fits ----------------------------------------------------------------------------------------

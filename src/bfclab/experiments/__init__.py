@@ -79,11 +79,14 @@ class Experiment:
 @dataclass(frozen=True)
 class AdaptiveExperiment:
     """An experiment whose cells are chosen as it runs (``scaling``: the searches of
-    :mod:`bfclab.scaling`, rounds of sweeps into one resumable folder)."""
+    :mod:`bfclab.scaling`, rounds of sweeps into one resumable folder).  ``only`` (the text of
+    ``--only``, ``module.parse_only``) restricts the computing to a part of the plan; its summary
+    shows whatever the stored cells finish, so it renders a partial run too."""
 
     name: str
-    module: object  # plan(quick), drive(plan, root, compute, workers, batched), missing_count, summarize
+    module: object  # plan(quick), parse_only, select, drive(plan, root, compute, ...), missing_count, summarize
     in_quick: bool = True
+    renders_partial: bool = True
 
     def folder(self, results: Path) -> Path:
         return Path(results) / self.name
@@ -91,14 +94,18 @@ class AdaptiveExperiment:
     def command(self, quick: bool, results: Path) -> str:
         return f"bfclab experiment {self.name}" + (" --quick" if quick else "")
 
-    def missing(self, results: Path, quick: bool) -> int:
-        return self.module.missing_count(self.module.plan(quick), self.folder(results))
+    def plan(self, quick: bool, only: str | None = None):
+        p = self.module.plan(quick)
+        return self.module.select(p, self.module.parse_only(only, p)) if only else p
+
+    def missing(self, results: Path, quick: bool, only: str | None = None) -> int:
+        return self.module.missing_count(self.plan(quick, only), self.folder(results))
 
     def compute(self, results: Path, quick: bool, workers: int, overwrite: bool = False, batched: bool = True,
-                executor: str = "process", address: str | None = None) -> None:
-        """Run the searches to their end (cells already stored are reused; ``overwrite`` does not
-        apply: a search's cells are defined by the stored ones)."""
-        self.module.drive(self.module.plan(quick), self.folder(results), compute=True, workers=workers,
+                executor: str = "process", address: str | None = None, only: str | None = None) -> None:
+        """Run the searches (of ``only``'s part of the plan) to their end (cells already stored are
+        reused; ``overwrite`` does not apply: a search's cells are defined by the stored ones)."""
+        self.module.drive(self.plan(quick, only), self.folder(results), compute=True, workers=workers,
                           batched=batched, executor=executor, address=address)
 
     def sections(self, results: Path, figdir: Path, quick: bool) -> list[Section]:

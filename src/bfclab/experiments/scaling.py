@@ -22,10 +22,10 @@ at which a kernel's feature space first holds the target's degree.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..config import TargetConfig, apply_mapping
+from ..config import ConfigError, TargetConfig, apply_mapping
 from ..floors import top_level_floor
 from ..plots import plot_exponents, plot_scaling
 from ..results import read_json, write_json
@@ -79,7 +79,7 @@ def target_config(p: Plan, L: int, d: int, ts: int) -> TargetConfig:
 
 def epsilons(p: Plan, root: Path, compute: bool) -> dict:
     """{(L, d, target seed): {"rel": eps, "1e-2": 0.01}}, the floors kept in ``root/floors.json``
-    (computed once, when ``compute``)."""
+    (computed once, when ``compute``; without it, the targets whose floor is not stored are left out)."""
     f = Path(root) / "floors.json"
     stored = read_json(f) if f.is_file() else {}
     out, changed = {}, False
@@ -106,7 +106,41 @@ def cell_grid(p: Plan, label: str, L: int, d: int, ts: int, n: int) -> dict:
 
 
 class Missing(Exception):
-    """The stored cells do not finish the searches (args[0]: how many cells the next round lacks)."""
+    """Cells that a computing round should have stored are not there (args[0]: how many): a cell failed."""
+
+
+#: ``--only`` keys and the plan's field each selects from
+ONLY_KEYS = {"method": "methods", "L": "levels", "d": "ds"}
+
+
+def parse_only(text: str, p: Plan) -> dict:
+    """``"method=bfc,krr-poly;L=2,3;d=8,16"`` -> {"method": [...], "L": [2, 3], "d": [8, 16]}, each value
+    checked against the plan (a one-line :class:`ConfigError` naming the key and the accepted values)."""
+    out: dict = {}
+    for part in (t.strip() for t in text.split(";")):
+        key, eq, vals = part.partition("=")
+        key = key.strip()
+        if not eq or key not in ONLY_KEYS:
+            raise ConfigError(f"--only: '{part}' is not KEY=V1,V2 with KEY one of {', '.join(ONLY_KEYS)}")
+        accepted = list(getattr(p, ONLY_KEYS[key]))
+        names = [v.strip() for v in vals.split(",") if v.strip()]
+        got = [v for v in accepted if str(v) in names]
+        bad = [v for v in names if v not in {str(a) for a in accepted}]
+        if bad or not got:
+            raise ConfigError(f"--only {key}: '{','.join(bad) or vals}' not in the plan; accepted: "
+                              f"{', '.join(map(str, accepted))}")
+        out[key] = got
+    return out
+
+
+def select(p: Plan, only: dict | None) -> Plan:
+    """The plan restricted to ``only`` (:func:`parse_only`).  Each search is independent of the others,
+    so a restricted run evaluates exactly the cells the full run evaluates for its searches."""
+    if not only:
+        return p
+    keep = {f: only.get(k, list(getattr(p, f))) for k, f in ONLY_KEYS.items()}
+    return replace(p, methods={m: v for m, v in p.methods.items() if m in keep["methods"]},
+                   levels=[L for L in p.levels if L in keep["levels"]], ds=[d for d in p.ds if d in keep["ds"]])
 
 
 def searches_of(p: Plan, eps: dict) -> list[Search]:
@@ -125,30 +159,36 @@ def _cell_key(params: dict) -> tuple:
 
 
 def drive(p: Plan, root: Path, compute: bool, workers: int = 2, batched: bool = True, executor: str = "process",
-          address: str | None = None) -> list[Search]:
-    """Run (``compute``) or replay from the stored cells every search; returns the searches.  Without
-    ``compute``, a round that needs cells not yet stored raises :class:`Missing` (their count)."""
+          address: str | None = None) -> tuple[list[Search], int]:
+    """Run (``compute``) or replay from the stored cells every search; returns (the searches, the
+    number of cells their next round lacks).  A replayed search whose next cells are not stored
+    stops there, unfinished; a target whose floor is not stored has no searches yet (its first
+    round counts as lacking).  When computing, a cell its round ran without a result raises
+    :class:`Missing`."""
     eps = epsilons(p, root, compute)
-    targets = len(p.levels) * len(p.ds) * len(p.target_seeds)
-    if len(eps) < targets:  # floors not computed yet: nothing ran; the first round's cells are missing
-        raise Missing(len(p.methods) * targets * len(p.seeds))
+    no_floor = len(p.methods) * len(p.seeds) * (len(p.levels) * len(p.ds) * len(p.target_seeds) - len(eps))
     searches = searches_of(p, eps)
+    lack: dict = {}  # repr(cell grid) -> its seeds not stored (a cell two searches lack counts once)
 
     def evaluate(todo):
         grids = [cell_grid(p, s.key[0], *s.key[1:4], s.grid[i]) for s, i in todo]
-        sp = {"name": NAME, "base": p.base, "baseline": p.baseline,
-              "grid": list({repr(g): g for g in grids}.values())}
+        unique = list({repr(g): g for g in grids}.values())
+        sp = {"name": NAME, "base": p.base, "baseline": p.baseline, "grid": unique}
         if compute:
             run_grid(sp, root, workers=workers, batched=batched, executor=executor, address=address)
         got: dict = {}
         for c in load_cells(root, sp) + load_cells(root, sp, diverged=True):
             got.setdefault(_cell_key(c.params), []).append(c.result)
-        short = sum(max(0, len(p.seeds) - len(got.get(_cell_key({k: v[0] for k, v in g.items()}), [])))
-                    for g in {repr(g): g for g in grids}.values())
-        if short:
-            raise Missing(short)
+        short = {repr(g): max(0, len(p.seeds) - len(got.get(_cell_key({k: v[0] for k, v in g.items()}), [])))
+                 for g in unique}
+        if compute and sum(short.values()):
+            raise Missing(sum(short.values()))
+        lack.update({k: v for k, v in short.items() if v})
         out = []
         for (s, i), g in zip(todo, grids):
+            if short[repr(g)]:
+                out.append(None)
+                continue
             res = got[_cell_key({k: v[0] for k, v in g.items()})]
             s.points[s.grid[i]] = [r.error for r in res]  # nan (diverged) counts as a failure
             s.seconds[s.grid[i]] = [r.seconds for r in res]
@@ -156,16 +196,12 @@ def drive(p: Plan, root: Path, compute: bool, workers: int = 2, batched: bool = 
         return out
 
     run_searches(searches, evaluate)
-    return searches
+    return searches, no_floor + sum(lack.values())
 
 
 def missing_count(p: Plan, root: Path) -> int:
     """Cells the next round of the searches needs that are not stored (0 when every search ended)."""
-    try:
-        drive(p, root, compute=False)
-    except Missing as e:
-        return int(e.args[0])
-    return 0
+    return drive(p, root, compute=False)[1]
 
 
 def kernel_reference(L: int, ds: list) -> float:
@@ -201,31 +237,49 @@ def time_fit(ss: list[Search]) -> tuple[float, str]:
         return math.nan, " ".join(parts)
 
 
+def _ds_text(ds: list) -> str:
+    ds = sorted(set(ds))
+    return ", ".join(map(str, ds))
+
+
 def summarize(root: Path, figdir: Path, quick: bool = False, command: str = "bfclab experiment scaling") -> Section:
+    """The fits over the searches the stored cells finish.  A partial run (``--only``, or one that
+    stopped) gives the rows of the (method, L, eps) whose searches finished, each fitted over the d
+    it has, and says what is left; the full plan's statement needs every search."""
     p = plan(quick)
-    try:
-        searches = drive(p, root, compute=False)
-    except Missing as e:
-        return Section(NAME, f"Results under `{root}` do not finish the searches ({e.args[0]} cells of the next "
-                             f"round missing): run `{command}` (it resumes).")
+    searches, lacking = drive(p, root, compute=False)
+    groups = [(label, L, name) for label in p.methods for L in p.levels for name in ("rel", "1e-2")]
+    per = len(p.ds) * len(p.target_seeds)
+    done = {g: [s for s in searches if s.key[0] == g[0] and s.key[1] == g[1] and s.key[4] == g[2] and s.done]
+            for g in groups}
+    if not any(done.values()):
+        return Section(NAME, f"No search has finished under `{root}` ({lacking} cells of the next round "
+                             f"missing): run `{command}` (it resumes; `--only` runs a part of the plan).")
     fits: dict = {}
     rows = []
-    for label in p.methods:
-        for L in p.levels:
-            for name in ("rel", "1e-2"):
-                ss = [s for s in searches if s.key[0] == label and s.key[1] == L and s.key[4] == name]
-                fit = fits[(label, L, name)] = fit_of(ss, p.draws)
-                pts = " ".join(f"{d}:{'>' if k == 'right' else '<=' if k == 'left' else ''}{n}"
-                               for d, n, k in fit["points"])
-                ci = f"{fit['a']:.2f} [{fit['lo']:.2f}, {fit['hi']:.2f}]" if fit["a"] == fit["a"] else "n/a"
-                ta, tt = time_fit(ss)
-                rows.append([label, L, name, ci, f"{fit['skipped']} / {fit['draws'] + fit['skipped']}", pts,
-                             f"{ta:.2f}" if ta == ta else "n/a", tt])
+    for g in groups:
+        ss = done[g]
+        if not ss:
+            continue
+        fit = fits[g] = fit_of(ss, p.draws)
+        pts = " ".join(f"{d}:{'>' if k == 'right' else '<=' if k == 'left' else ''}{n}" for d, n, k in fit["points"])
+        ci = f"{fit['a']:.2f} [{fit['lo']:.2f}, {fit['hi']:.2f}]" if fit["a"] == fit["a"] else "n/a"
+        ta, tt = time_fit(ss)
+        rows.append([g[0], g[1], g[2], f"{len(ss)} / {per} (d = {_ds_text(s.key[2] for s in ss)})", ci,
+                     f"{fit['skipped']} / {fit['draws'] + fit['skipped']}", pts, f"{ta:.2f}" if ta == ta else "n/a", tt])
     fig1, fig2 = figdir / "scaling_nstar.png", figdir / "scaling_exponents.png"
     rel = {k: v for k, v in fits.items() if k[2] == "rel"}
     plot_scaling(rel, p.levels, fig1)
-    refs = {L: kernel_reference(L, p.ds) for L in p.levels}
+    used = {L: sorted({s.key[2] for g, ss in done.items() if g[1] == L for s in ss}) for L in p.levels}
+    refs = {L: kernel_reference(L, ds) for L, ds in used.items() if len(ds) >= 2}
     plot_exponents(rel, p.levels, refs, fig2)
+    complete = sum(len(ss) == per for ss in done.values())
+    state = ("Every search of the plan has finished." if complete == len(groups) else
+             f"**Partial**: {complete} of the plan's {len(groups)} (method, L, eps) groups have every search "
+             f"finished ({per} each: d = {_ds_text(p.ds)} x target seeds {p.target_seeds}); "
+             f"{sum(1 for ss in done.values() if not ss)} have none and are not shown; the next round lacks "
+             f"{lacking} cells (`{command}` resumes; `--only` runs a part).  A row's fit uses only its "
+             f"finished searches, over the d it names.")
     text = [f"Command: `{command}` (results in `{root}`; it resumes).  n* = the smallest n of the grid "
             f"{p.n_min} x sqrt(2)^i at which the median test nMSE over seeds {p.seeds} is <= eps; eps `rel` = a "
             f"tenth of the target's floor without its top level (`floors.json`), `1e-2` = 0.01.  Fit: "
@@ -233,10 +287,12 @@ def summarize(root: Path, figdir: Path, quick: bool = False, command: str = "bfc
             f"interval over seeds and target seeds ({p.draws} draws; a draw with fewer than two exact n* at "
             f"distinct d has no fit and is counted, not used), sigma at least the grid's own log(sqrt 2)/sqrt 12.  "
             f"Time: the exponent of the median seconds of the runs at n* against d, censored like n*.",
+            state,
             f"![n* against d]({fig1.name})", f"![exponent against depth]({fig2.name})",
-            table(["method", "L", "eps", "exponent a [95 %]", "draws without a fit",
+            table(["method", "L", "eps", "searches finished", "exponent a [95 %]", "draws without a fit",
                    "n* per d (> censored, <= below the grid)", "time exponent", "seconds at n* per d"], rows),
-            "Kernel reference exponents (monomials of degree 2^(L-1) in d variables over the same d): "
-            + "; ".join(f"L = {L}: {v:.2f}" for L, v in refs.items()) + ".",
+            "Kernel reference exponents (monomials of degree 2^(L-1) in d variables, over the d of the "
+            "finished searches): " + "; ".join(f"L = {L}: {v:.2f} (d = {_ds_text(used[L])})"
+                                                for L, v in refs.items()) + ".",
             conditions(root)]
     return Section(NAME, "\n\n".join(t for t in text if t))
