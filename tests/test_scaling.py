@@ -63,6 +63,40 @@ def test_searches_run_in_rounds_and_share_each_round():
     assert [s.result()[0] for s in searches] == [brute_force(grid, lambda n: 1.0 / n, e) for e in (0.1, 0.01, 0.001)]
 
 
+def test_a_point_without_a_value_stops_its_search_unfinished_and_the_others_go_on():
+    grid = geometric_grid(10, 10_000, math.sqrt(2))
+    stuck, free = Search(grid, 0.01, key=("stuck",)), Search(grid, 0.01, key=("free",))
+
+    def evaluate(todo):  # the "stuck" search's cells end at n = 40 (a replay of a partial run)
+        return [None if s is stuck and s.grid[i] > 40 else 1.0 / s.grid[i] for s, i in todo]
+
+    run_searches([stuck, free], evaluate)
+    assert free.done and free.result()[0] == brute_force(grid, lambda n: 1.0 / n, 0.01)
+    assert not stuck.done and max(stuck.grid[i] for i in stuck.values) <= 40
+
+
+def test_a_part_of_the_plan_then_the_rest_gives_the_full_runs_cells_and_table(tmp_path):
+    """``--only`` (the quick plan's kernel searches): a partial summary shows just its finished rows;
+    finishing the rest stores the same cells, and gives the same table, as one run of the whole."""
+    from bfclab.experiments import registry
+    from bfclab.report import run_experiment
+
+    def rows(sections):
+        return [r.split("|")[1:8] for r in sections[0].markdown.splitlines() if r.startswith("| krr-poly")]
+
+    part = run_experiment("scaling", tmp_path / "a", True, 1, only="method=krr-poly;L=2;d=8")
+    assert "**Partial**" in part[0].markdown and {tuple(r[:2]) for r in rows(part)} == {(" krr-poly ", " 2 ")}
+    assert rows(part)[0][3].strip() == "1 / 2 (d = 8)"
+    rest = run_experiment("scaling", tmp_path / "a", True, 1, only="method=krr-poly")
+    whole = run_experiment("scaling", tmp_path / "b", True, 1, only="method=krr-poly")
+    assert rows(rest) == rows(whole) and len(rows(whole)) == 4
+    assert sorted(p.name for p in (tmp_path / "a/scaling/cells").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "b/scaling/cells").iterdir())
+    exp = registry()["scaling"]
+    assert exp.missing(tmp_path / "a", True, only="method=krr-poly") == 0
+    assert exp.missing(tmp_path / "a", True) > 0  # bfc's searches have not run
+
+
 def test_censored_fit_recovers_a_known_exponent_where_dropping_or_clamping_does_not():
     rng = np.random.default_rng(0)
     a, b, sigma = 2.5, 1.0, 0.15
