@@ -100,3 +100,17 @@ def test_bad_config_file(tmp_path, capsys):
     wrong.write_text(json.dumps({"train": {"lr": "fast"}}))
     assert main(["train", "--out", str(tmp_path / "o"), "--config", str(wrong)]) == 2
     assert "train.lr" in capsys.readouterr().err
+
+
+def test_a_scaling_round_left_unfinished_is_one_line_not_a_traceback(capsys, tmp_path, monkeypatch):
+    """Two processes on one scaling folder: the one whose round ends first finds cells the other
+    holds, and says so in one line (exit 1) instead of a traceback."""
+    from bfclab.experiments import scaling
+
+    def busy(*a, **k):
+        raise scaling.Missing(3)
+
+    monkeypatch.setattr(scaling, "drive", busy)
+    rc = main(["experiment", "scaling", "--quick", "--results", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and "\n" not in err and "3 cells of this round" in err and "Traceback" not in err

@@ -275,7 +275,12 @@ def main(argv: list[str] | None = None) -> int:
         print("bfclab: interrupted; files written so far are complete", file=sys.stderr)
         return 130
     except Exception as e:
+        from .experiments.scaling import Missing
         from .methods import DivergenceError
+
+        if isinstance(e, Missing):  # a round left unfinished (a parallel process holds its cells)
+            print(one_line(f"bfclab: {e}"), file=sys.stderr)
+            return 1
 
         if isinstance(e, DivergenceError):
             where = f"; last good state kept in {args.out}/last_good.pt" if getattr(args, "out", None) else ""

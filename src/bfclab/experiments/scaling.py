@@ -106,7 +106,13 @@ def cell_grid(p: Plan, label: str, L: int, d: int, ts: int, n: int) -> dict:
 
 
 class Missing(Exception):
-    """Cells that a computing round should have stored are not there (args[0]: how many): a cell failed."""
+    """Cells that a computing round should have stored are not there (args[0]: how many): another
+    sweep process on the folder holds them, or they failed."""
+
+    def __str__(self) -> str:
+        return (f"scaling: {self.args[0]} cells of this round have no result after it ran (another process on "
+                f"the folder is running them, or they failed: their folders say which); run the command again "
+                f"(it resumes)")
 
 
 #: ``--only`` keys and the plan's field each selects from
