@@ -54,7 +54,10 @@ def build(results: Path, docs: Path, quick: bool = False, compute: bool = True, 
         if quick and not exp.in_quick:
             continue
         todo = exp.missing(results, quick)
-        if todo and not compute and not getattr(exp, "renders_partial", False):
+        if todo and not compute and getattr(exp, "renders_partial", False):  # its summary says what is left
+            sections += exp.sections(results, figdir, quick)
+            continue
+        if todo and not compute:
             sections.append(Section(name, f"{todo} of its runs have no results under `{exp.folder(results)}`: "
                                           f"run `{exp.command(quick, results)}` (or `bfclab report` without "
                                           f"`--no-compute`).", getattr(exp, "doc", "RESULTS.md")))
