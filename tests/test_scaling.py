@@ -146,3 +146,51 @@ def test_n_star_from_points_and_the_bootstrap_covers_the_exponent():
     fit = bootstrap_fit(curves, eps=0.1, draws=200)
     assert fit["lo"] <= 2.0 <= fit["hi"] and abs(fit["a"] - 2.0) < 0.2
     assert fit["draws"] == 200 and fit["hi"] - fit["lo"] < 0.5
+
+
+def test_growth_words_reads_each_depth_step_from_the_intervals():
+    """The scaling section's sentence on exponents against depth: overlapping intervals are "no
+    change the intervals resolve", a deeper interval above the shallower one "grows", and a depth
+    whose searches are all censored is named with its budget instead of an exponent."""
+    from bfclab.experiments.scaling import growth_words
+
+    nan = math.nan
+    fits = {("bfc", 2, "1e-2"): {"a": 1.1, "lo": 1.0, "hi": 1.6, "points": []},
+            ("bfc", 3, "1e-2"): {"a": 1.2, "lo": 0.6, "hi": 1.3, "points": []},
+            ("krr", 2, "1e-2"): {"a": 2.0, "lo": 1.9, "hi": 2.1, "points": []},
+            ("krr", 3, "1e-2"): {"a": 3.7, "lo": 3.5, "hi": 4.0, "points": []},
+            ("krr", 4, "1e-2"): {"a": nan, "lo": nan, "hi": nan, "points": [(8, 32000, "right"), (16, 32000, "right")]},
+            ("krr", 2, "rel"): {"a": 9.0, "lo": 9.0, "hi": 9.0, "points": []}}
+    text = growth_words(fits, [2, 3, 4])
+    assert "bfc: 1.10 [1.00, 1.60] at L = 2; 1.20 [0.60, 1.30] at L = 3 (L = 2 to 3: no change" in text
+    assert "krr: 2.00 [1.90, 2.10] at L = 2; 3.70 [3.50, 4.00] at L = 3; n* > 32000 at every finished d (8, 16)" in text
+    assert "L = 2 to 3: grows" in text and "9.00" not in text  # only the eps asked for
+    assert growth_words({}, [2, 3]) == ""
+
+
+def test_time_to_eps_in_steps_and_compute_spent_count_each_run_once():
+    """Steps x batch at n* comes from the deep learner's result (steps x train.batch_size) or a
+    baseline's recorded options, is "not recorded" for a closed-form fit, and the compute sum counts
+    a run that the two eps searches share once."""
+    from bfclab.experiments.scaling import compute_spent, time_fit, work_of
+    from bfclab.results import Result
+
+    deep = Result("bfc", 0, {"train": {"batch_size": 512}}, 3.0, {"test_nmse": 0.1}, steps=8000)
+    base = Result("twolayer-relu", 0, {}, 2.0, {"test_nmse": 0.1},
+                  extra={"baseline": {"options": {"steps": 100, "batch_size": 64}}})
+    kern = Result("krr-poly", 0, {}, 1.0, {"test_nmse": 0.1}, extra={"baseline": {"options": {}}})
+    assert work_of(deep) == 8000 * 512 and work_of(base) == 6400 and work_of(kern) is None
+
+    def search(label, eps, work):
+        s = Search([100, 200, 400], eps, key=(label, 2, 8, 0, str(eps)))
+        s.points = {100: [0.5, 0.5, 0.5], 200: [0.001] * 3}
+        s.seconds = {100: [1.0, 2.0, 3.0], 200: [10.0, 10.0, 10.0]}
+        s.work = {100: [work] * 3, 200: [work] * 3}
+        return s
+
+    a, text = time_fit([search("bfc", 0.01, 4096.0)], "work")
+    assert a == 0.0 and text == "4.1e+03 at every d"
+    assert time_fit([search("krr", 0.01, None)], "work") == (pytest.approx(math.nan, nan_ok=True), "not recorded")
+    assert time_fit([search("bfc", 0.01, 1.0)])[1] == "8:10s"
+    spent = compute_spent([search("bfc", 0.01, 1.0), search("bfc", 0.1, 1.0)])
+    assert spent == {("bfc", 2): (6, 36.0)}

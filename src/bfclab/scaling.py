@@ -59,6 +59,7 @@ class Search:
     key: tuple = ()  # the caller's name for the search
     points: dict = field(default_factory=dict)  # n -> per-seed errors (kept by the caller, for the fits)
     seconds: dict = field(default_factory=dict)  # n -> per-seed seconds (the caller's, for time to eps)
+    work: dict = field(default_factory=dict)  # n -> per-seed optimiser steps x batch (None: no optimiser)
 
     def __post_init__(self):
         if not self.grid:

@@ -198,6 +198,7 @@ def drive(p: Plan, root: Path, compute: bool, workers: int = 2, batched: bool = 
             res = got[_cell_key({k: v[0] for k, v in g.items()})]
             s.points[s.grid[i]] = [r.error for r in res]  # nan (diverged) counts as a failure
             s.seconds[s.grid[i]] = [r.seconds for r in res]
+            s.work[s.grid[i]] = [work_of(r) for r in res]
             out.append(med([r.error if r.error == r.error else math.inf for r in res]))
         return out
 
@@ -226,21 +227,97 @@ def fit_of(ss: list[Search], draws: int) -> dict:
     return bootstrap_fit(curves, eps=1.0, draws=draws)
 
 
-def time_fit(ss: list[Search]) -> tuple[float, str]:
-    """The exponent of the median seconds at n* against d (censored like n*); text of the medians."""
-    xs, ys, ks, parts = [], [], [], []
+def work_of(r) -> float | None:
+    """Optimiser steps x batch of one run: the deep learner's ``steps`` x ``train.batch_size``, a
+    baseline's recorded ``options`` (steps x batch_size); None where no optimiser steps are recorded
+    (the closed-form kernel fits)."""
+    if r.steps:
+        batch = (r.config.get("train") or {}).get("batch_size")
+        return float(r.steps * batch) if batch else None
+    opts = (r.extra.get("baseline") or {}).get("options") or {}
+    return float(opts["steps"] * opts["batch_size"]) if "steps" in opts and "batch_size" in opts else None
+
+
+def time_fit(ss: list[Search], which: str = "seconds") -> tuple[float, str]:
+    """The exponent of the median ``which`` (``seconds``, or ``work``: steps x batch) of the runs at n*
+    against d (censored like n*) and the text of the medians; (nan, "not recorded") for ``work`` where
+    a run has none."""
+    xs, ys, ks, vals = [], [], [], []
     for s in sorted(ss, key=lambda s: (s.key[2], s.key[3])):
-        scaled = {n: [v / s.eps for v in vals] for n, vals in s.points.items()}
+        scaled = {n: [v / s.eps for v in vs] for n, vs in s.points.items()}
         n, kind = n_star_from(scaled, 1.0)
-        sec = med(s.seconds.get(n, []))
+        got = getattr(s, which).get(n, [])
+        if any(v is None for v in got) or not got:
+            return math.nan, "not recorded"
+        v = med(got)
         xs.append(math.log(s.key[2]))
-        ys.append(math.log(max(sec, 1e-3)))
+        ys.append(math.log(max(v, 1e-3)))
         ks.append(kind)
-        parts.append(f"{s.key[2]}:{'>' if kind == 'right' else ''}{sec:.0f}s")
+        vals.append((s.key[2], kind, v))
+    if which == "work" and len({v for *_, v in vals}) == 1 and all(k != "right" for _, k, _ in vals):
+        return 0.0, f"{vals[0][2]:.3g} at every d"
+    unit = "s" if which == "seconds" else ""
+    fmt = (lambda v: f"{v:.0f}") if which == "seconds" else (lambda v: f"{v:.3g}")
+    text = " ".join(f"{d}:{'>' if k == 'right' else ''}{fmt(v)}{unit}" for d, k, v in vals)
     try:
-        return censored_fit(xs, ys, ks)[0], " ".join(parts)
+        return censored_fit(xs, ys, ks)[0], text
     except ValueError:
-        return math.nan, " ".join(parts)
+        return math.nan, text
+
+
+def compute_spent(searches: list[Search]) -> dict:
+    """{(method, L): (runs, summed seconds)} over the evaluated cells of ``searches``, a cell that two
+    searches (the two eps) share counted once."""
+    seen: dict = {}
+    for s in searches:
+        for n, secs in s.seconds.items():
+            seen[(s.key[0], s.key[1], s.key[2], s.key[3], n)] = secs
+    out: dict = {}
+    for (label, L, *_), secs in seen.items():
+        runs, tot = out.get((label, L), (0, 0.0))
+        out[(label, L)] = (runs + len(secs), tot + sum(secs))
+    return out
+
+
+def growth_words(fits: dict, levels: list, name: str = "1e-2") -> str:
+    """In words, from the fits at eps ``name``: each method's exponent per depth with its interval and,
+    between consecutive depths with fits, whether it grows (the deeper interval lies above the other),
+    falls, or shows no change the intervals resolve (they overlap); a depth whose finished searches are
+    all censored says so (its n* exceeds the budget at every d, which no exponent describes)."""
+    parts = []
+    for label in dict.fromkeys(g[0] for g in fits):
+        seq, words = [], []
+        for L in levels:
+            f = fits.get((label, L, name))
+            if f is None:
+                continue
+            if f["a"] == f["a"]:
+                seq.append((L, f))
+                words.append(f"{f['a']:.2f} [{f['lo']:.2f}, {f['hi']:.2f}] at L = {L}")
+            elif all(k == "right" for _, _, k in f["points"]):
+                top = max(n for _, n, _ in f["points"])
+                ds = _ds_text(d for d, _, _ in f["points"])
+                words.append(f"n* > {top} at every finished d ({ds}) at L = {L}")
+        steps = []
+        for (L0, f0), (L1, f1) in zip(seq, seq[1:]):
+            verdict = ("grows" if f1["lo"] > f0["hi"] else "falls" if f1["hi"] < f0["lo"] else
+                       "no change the intervals resolve")
+            steps.append(f"L = {L0} to {L1}: {verdict}")
+        if words:
+            parts.append(f"{label}: " + "; ".join(words) + (f" ({'; '.join(steps)})" if steps else ""))
+    return (f"**Exponents against depth** (eps = {name}; from the table's fits): " + ". ".join(parts) + "."
+            if parts else "")
+
+
+def spent_text(spent: dict) -> str:
+    """One sentence: the runs stored per (method, L) and their summed run time (one process each)."""
+    if not spent:
+        return ""
+    total = sum(t for _, t in spent.values())
+    per = "; ".join(f"{m} L = {L}: {r} runs, {t / 3600:.1f} h" for (m, L), (r, t) in sorted(spent.items(), key=str))
+    return (f"Compute spent so far (the stored runs the searches read, each run's own seconds summed; a "
+            f"run shared by the two eps counted once): {total / 3600:.1f} h in all; {per}; the last computing "
+            f"run's own wall time and workers are on the next line.")
 
 
 def _ds_text(ds: list) -> str:
@@ -271,8 +348,10 @@ def summarize(root: Path, figdir: Path, quick: bool = False, command: str = "bfc
         pts = " ".join(f"{d}:{'>' if k == 'right' else '<=' if k == 'left' else ''}{n}" for d, n, k in fit["points"])
         ci = f"{fit['a']:.2f} [{fit['lo']:.2f}, {fit['hi']:.2f}]" if fit["a"] == fit["a"] else "n/a"
         ta, tt = time_fit(ss)
+        wa, wt = time_fit(ss, "work")
         rows.append([g[0], g[1], g[2], f"{len(ss)} / {per} (d = {_ds_text(s.key[2] for s in ss)})", ci,
-                     f"{fit['skipped']} / {fit['draws'] + fit['skipped']}", pts, f"{ta:.2f}" if ta == ta else "n/a", tt])
+                     f"{fit['skipped']} / {fit['draws'] + fit['skipped']}", pts, f"{ta:.2f}" if ta == ta else "n/a", tt,
+                     f"{wa:.2f}" if wa == wa else "n/a", wt])
     fig1, fig2 = figdir / "scaling_nstar.png", figdir / "scaling_exponents.png"
     rel = {k: v for k, v in fits.items() if k[2] == "rel"}
     plot_scaling(rel, p.levels, fig1)
@@ -296,9 +375,12 @@ def summarize(root: Path, figdir: Path, quick: bool = False, command: str = "bfc
             state,
             f"![n* against d]({fig1.name})", f"![exponent against depth]({fig2.name})",
             table(["method", "L", "eps", "searches finished", "exponent a [95 %]", "draws without a fit",
-                   "n* per d (> censored, <= below the grid)", "time exponent", "seconds at n* per d"], rows),
+                   "n* per d (> censored, <= below the grid)", "time exponent", "seconds at n* per d",
+                   "steps x batch exponent", "steps x batch at n* per d"], rows),
+            growth_words(fits, p.levels),
             "Kernel reference exponents (monomials of degree 2^(L-1) in d variables, over the d of the "
             "finished searches): " + "; ".join(f"L = {L}: {v:.2f} (d = {_ds_text(used[L])})"
                                                 for L, v in refs.items()) + ".",
+            spent_text(compute_spent(searches)),
             conditions(root)]
     return Section(NAME, "\n\n".join(t for t in text if t))
