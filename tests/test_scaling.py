@@ -150,7 +150,7 @@ def test_n_star_from_points_and_the_bootstrap_covers_the_exponent():
 
 def test_growth_words_reads_each_depth_step_from_the_intervals():
     """The scaling section's sentence on exponents against depth: overlapping intervals are "no
-    change the intervals resolve", a deeper interval above the shallower one "grows", and a depth
+    change resolved", a deeper interval above the shallower one "grows", and a depth
     whose searches are all censored is named with its budget instead of an exponent."""
     from bfclab.experiments.scaling import growth_words
 
@@ -162,7 +162,7 @@ def test_growth_words_reads_each_depth_step_from_the_intervals():
             ("krr", 4, "1e-2"): {"a": nan, "lo": nan, "hi": nan, "points": [(8, 32000, "right"), (16, 32000, "right")]},
             ("krr", 2, "rel"): {"a": 9.0, "lo": 9.0, "hi": 9.0, "points": []}}
     text = growth_words(fits, [2, 3, 4])
-    assert "bfc: 1.10 [1.00, 1.60] at L = 2; 1.20 [0.60, 1.30] at L = 3 (L = 2 to 3: no change" in text
+    assert "bfc: 1.10 [1.00, 1.60] at L = 2; 1.20 [0.60, 1.30] at L = 3 (L = 2 to 3: no change resolved (the intervals overlap)" in text
     assert "krr: 2.00 [1.90, 2.10] at L = 2; 3.70 [3.50, 4.00] at L = 3; n* > 32000 at every finished d (8, 16)" in text
     assert "L = 2 to 3: grows" in text and "9.00" not in text  # only the eps asked for
     assert growth_words({}, [2, 3]) == ""

@@ -282,7 +282,7 @@ def compute_spent(searches: list[Search]) -> dict:
 def growth_words(fits: dict, levels: list, name: str = "1e-2") -> str:
     """In words, from the fits at eps ``name``: each method's exponent per depth with its interval and,
     between consecutive depths with fits, whether it grows (the deeper interval lies above the other),
-    falls, or shows no change the intervals resolve (they overlap); a depth whose finished searches are
+    falls, or shows no change resolved (they overlap); a depth whose finished searches are
     all censored says so (its n* exceeds the budget at every d, which no exponent describes)."""
     parts = []
     for label in dict.fromkeys(g[0] for g in fits):
@@ -301,7 +301,7 @@ def growth_words(fits: dict, levels: list, name: str = "1e-2") -> str:
         steps = []
         for (L0, f0), (L1, f1) in zip(seq, seq[1:]):
             verdict = ("grows" if f1["lo"] > f0["hi"] else "falls" if f1["hi"] < f0["lo"] else
-                       "no change the intervals resolve")
+                       "no change resolved (the intervals overlap)")
             steps.append(f"L = {L0} to {L1}: {verdict}")
         if words:
             parts.append(f"{label}: " + "; ".join(words) + (f" ({'; '.join(steps)})" if steps else ""))
