@@ -194,3 +194,30 @@ def test_time_to_eps_in_steps_and_compute_spent_count_each_run_once():
     assert time_fit([search("bfc", 0.01, 1.0)])[1] == "8:10s"
     spent = compute_spent([search("bfc", 0.01, 1.0), search("bfc", 0.1, 1.0)])
     assert spent == {("bfc", 2): (6, 36.0)}
+
+
+def test_ratio_rows_bracket_each_methods_n_star_against_bfcs_on_the_same_target():
+    """The scaling section's ratio table: per d and target seed, n*(method) / n*(bfc) is the
+    interval the two grid brackets allow; a censored method reads "> N / bfc's hit"; a diverged
+    seed (nan) counts as a failure; only the eps asked for and searches both finished are used."""
+    from bfclab.experiments.scaling import ratio_rows
+
+    nan = math.nan
+
+    def search(label, d, ts, points, eps=0.01, name="1e-2"):
+        s = Search([250, 354, 500, 707, 1000, 1414, 2000], eps, key=(label, 3, d, ts, name))
+        s.points = points
+        return s
+
+    bfc = [search("bfc", 8, 0, {250: [0.5] * 3, 354: [0.005] * 3}),
+           search("bfc", 8, 1, {250: [0.005] * 3}),
+           search("bfc", 16, 0, {500: [0.5] * 3, 707: [0.005] * 3})]
+    krr = [search("krr", 8, 0, {1000: [0.5] * 3, 1414: [0.005] * 3}),
+           search("krr", 8, 1, {2000: [0.5, 0.005, 0.5]}),
+           search("krr", 16, 0, {1000: [0.005, nan, nan]}),  # two diverged seeds: not reached
+           search("krr", 16, 1, {1000: [0.005] * 3})]  # no bfc search on this target: left out
+    done = {("bfc", 3, "1e-2"): bfc, ("krr", 3, "1e-2"): krr,
+            ("krr", 3, "rel"): [search("krr", 8, 0, {250: [0.0] * 3}, name="rel")]}
+    rows = ratio_rows(done, [2, 3], [8, 16, 32])
+    assert rows == [["krr", 3, f"[{1000 / 354:.3g}, {1414 / 250:.3g}]; > {2000 / 250:.3g}", f"> {1000 / 707:.3g}", ""]]
+    assert ratio_rows({("bfc", 3, "1e-2"): bfc}, [3], [8]) == []

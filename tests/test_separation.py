@@ -1,7 +1,14 @@
 """The sample-complexity summary's separation table (issue 12): n*(1e-2) bracketed on the grid and
 the ratio to bfc's as the interval the two brackets allow, on curves with a known answer."""
 
-from bfclab.experiments.sample_complexity import THRESHOLD, bracket, n_star_text, ratio_text, separation
+from functools import partial
+
+from bfclab import scaling
+from bfclab.experiments.sample_complexity import THRESHOLD, separation
+
+bracket = partial(scaling.bracket, eps=THRESHOLD)
+n_star_text = partial(scaling.n_star_text, eps=THRESHOLD)
+ratio_text = partial(scaling.ratio_text, eps=THRESHOLD)
 
 BFC = {1000: [0.1, 0.2, 0.05], 3000: [0.02, 0.03, 0.015], 10000: [0.005, 0.02, 0.004], 20000: [1e-3] * 3}
 

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .tables import med
+
 
 def geometric_grid(n_min: int, n_max: int, ratio: float) -> list[int]:
     """Distinct integers round(n_min * ratio^i) up to n_max (ratio > 1)."""
@@ -181,6 +183,39 @@ def n_star_from(points: dict[int, list[float]], eps: float) -> tuple[int, str]:
         if statistics.median(vals) <= eps:
             return n, ("left" if i == 0 else "exact")
     return ns[-1], "right"
+
+
+def bracket(points: dict[int, list[float]], eps: float) -> tuple[int | None, int | None, int]:
+    """(the largest n below the first hit whose median is above ``eps``, the smallest n whose median
+    reaches it, the largest n measured): n*(eps) lies in (below, hit] on the evaluated points;
+    ``hit`` is None when no n reaches it (n* > the largest n, censored).  Medians leave out nan
+    (map a diverged seed to inf first where it should count as a failure)."""
+    ns = sorted(points)
+    hits = [n for n in ns if med(points[n]) <= eps]
+    hit = hits[0] if hits else None
+    below = [n for n in ns if (hit is None or n < hit) and med(points[n]) > eps]
+    return (below[-1] if below else None), hit, ns[-1]
+
+
+def n_star_text(points: dict[int, list[float]], eps: float) -> str:
+    """n*(eps) as text: "(below, hit]", "<= hit" (no evaluated n below it fails) or "> top"."""
+    below, hit, top = bracket(points, eps)
+    if hit is None:
+        return f"> {top}"
+    return f"({below}, {hit}]" if below is not None else f"<= {hit}"
+
+
+def ratio_text(base: dict[int, list[float]], deep: dict[int, list[float]], eps: float) -> str:
+    """(n*(eps) of ``base``) / (n*(eps) of ``deep``) as the interval their two brackets allow."""
+    d_below, d_hit, _ = bracket(deep, eps)
+    b_below, b_hit, b_top = bracket(base, eps)
+    if d_hit is None:
+        return "n/a (the deep learner does not reach it)"
+    if b_hit is None:
+        return f"> {b_top / d_hit:.3g}"
+    lo = f"{b_below / d_hit:.3g}" if b_below is not None else "0"
+    hi = f"{b_hit / d_below:.3g}" if d_below is not None else "inf"
+    return f"[{lo}, {hi}]"
 
 
 def bootstrap_fit(curves: dict, eps: float, draws: int = 1000, seed: int = 0) -> dict:

@@ -25,6 +25,7 @@ from ..baselines.tuning import ridge_edge
 from ..methods import is_deep
 from ..config import TargetConfig, TrainConfig, apply_mapping
 from ..plots import plot_vs
+from ..scaling import bracket, n_star_text, ratio_text
 from ..results import read_json
 from ..target import Target
 from .common import (CI_NOTE, QUICK_BASE, Section, conditions, diverged_note, final_pairs, load_cells, med,
@@ -163,37 +164,6 @@ def oracle_note(method: str, by_n: dict[int, list], bfc: dict[int, list[float]])
     return "; ".join(parts) + "."
 
 
-def bracket(points: dict[int, list[float]]) -> tuple[int | None, int | None, int]:
-    """(the largest n below the first hit whose median is above THRESHOLD, the smallest n whose
-    median reaches it, the largest n measured): n*(THRESHOLD) lies in (below, hit] on the grid;
-    ``hit`` is None when no n reaches it (n* > the largest n, censored)."""
-    ns = sorted(points)
-    hits = [n for n in ns if med(points[n]) <= THRESHOLD]
-    hit = hits[0] if hits else None
-    below = [n for n in ns if (hit is None or n < hit) and med(points[n]) > THRESHOLD]
-    return (below[-1] if below else None), hit, ns[-1]
-
-
-def n_star_text(points: dict[int, list[float]]) -> str:
-    below, hit, top = bracket(points)
-    if hit is None:
-        return f"> {top}"
-    return f"({below}, {hit}]" if below is not None else f"<= {hit}"
-
-
-def ratio_text(base: dict[int, list[float]], deep: dict[int, list[float]]) -> str:
-    """(n* of ``base``) / (n* of ``deep``) as the interval its two grid brackets allow."""
-    d_below, d_hit, _ = bracket(deep)
-    b_below, b_hit, b_top = bracket(base)
-    if d_hit is None:
-        return "n/a (the deep learner does not reach it)"
-    if b_hit is None:
-        return f"> {b_top / d_hit:.3g}"
-    lo = f"{b_below / d_hit:.3g}" if b_below is not None else "0"
-    hi = f"{b_hit / d_below:.3g}" if d_below is not None else "inf"
-    return f"[{lo}, {hi}]"
-
-
 def separation(curves: dict[str, dict[int, list[float]]], beyond: dict[str, dict[int, list[float]]],
                deep: str = "bfc") -> tuple[list[list[str]], str]:
     """Issue 12's ratio table: for every method, n*(THRESHOLD) as an interval on the grid (the
@@ -205,23 +175,24 @@ def separation(curves: dict[str, dict[int, list[float]]], beyond: dict[str, dict
     rows = []
     for m, pts in merged.items():
         top = max(pts)
-        rows.append([m, n_star_text(pts), str(top), str(len(pts[top])),
-                     "—" if m == deep else ratio_text(pts, merged[deep])])
+        rows.append([m, n_star_text(pts, THRESHOLD), str(top), str(len(pts[top])),
+                     "—" if m == deep else ratio_text(pts, merged[deep], THRESHOLD)])
     grid_top = max(n for v in curves.values() for n in v)
     rivals = {m: med(v[grid_top]) for m, v in merged.items()
               if m not in (deep, *DEEP, *ORACLES) and grid_top in v}
     if deep not in merged or not rivals:
         return rows, ""
     best = min(rivals, key=rivals.get)
-    d_below, d_hit, d_top = bracket(merged[deep])
-    reach = (f"`{deep}` reaches nMSE <= {THRESHOLD:g} at n in {n_star_text(merged[deep])}" if d_hit is not None
+    d_below, d_hit, d_top = bracket(merged[deep], THRESHOLD)
+    reach = (f"`{deep}` reaches nMSE <= {THRESHOLD:g} at n in {n_star_text(merged[deep], THRESHOLD)}"
+             if d_hit is not None
              else f"`{deep}` does not reach nMSE <= {THRESHOLD:g} by n = {d_top}")
-    b_below, b_hit, b_top = bracket(merged[best])
-    b_reach = (f"reaches it at n in {n_star_text(merged[best])}" if b_hit is not None
+    b_below, b_hit, b_top = bracket(merged[best], THRESHOLD)
+    b_reach = (f"reaches it at n in {n_star_text(merged[best], THRESHOLD)}" if b_hit is not None
                else f"does not by n = {b_top} ({len(merged[best][b_top])} seed(s) there)")
     text = (f"{reach}; the best baseline at n = {grid_top} (lowest median, oracles aside) is `{best}` "
             f"(median {rivals[best]:.3g}), which {b_reach}: the ratio of the samples it needs to "
-            f"`{deep}`'s is {ratio_text(merged[best], merged[deep])}.")
+            f"`{deep}`'s is {ratio_text(merged[best], merged[deep], THRESHOLD)}.")
     return rows, text
 
 

@@ -29,7 +29,8 @@ from ..config import ConfigError, TargetConfig, apply_mapping
 from ..floors import top_level_floor
 from ..plots import plot_exponents, plot_scaling
 from ..results import read_json, write_json
-from ..scaling import Search, bootstrap_fit, censored_fit, geometric_grid, n_star_from, run_searches
+from ..scaling import (Search, bootstrap_fit, censored_fit, geometric_grid, n_star_from, ratio_text,
+                       run_searches)
 from ..target import Target
 from .common import QUICK_BASE, Section, conditions, load_cells, med, run_grid, table
 
@@ -320,9 +321,42 @@ def spent_text(spent: dict) -> str:
             f"run's own wall time and workers are on the next line.")
 
 
+def ratio_rows(done: dict, levels: list, ds: list, deep: str = "bfc", name: str = "1e-2") -> list[list[str]]:
+    """Issue 12's ratio at every depth and d: for each method other than ``deep`` and each L, per d
+    and target seed (the same targets), (its n*) / (``deep``'s n*) at eps ``name`` as the interval
+    their two grid brackets allow (:func:`bfclab.scaling.ratio_text`; "> r": the method is censored),
+    over the searches both finished.  A diverged seed counts as a failure (error inf)."""
+    def pts(s):
+        return {n: [v if v == v else math.inf for v in vals] for n, vals in s.points.items()}
+
+    rows = []
+    for (label, L, e), ss in done.items():
+        if label == deep or e != name or not ss:
+            continue
+        ref = {s.key[2:4]: s for s in done.get((deep, L, name), [])}
+        cells = {}
+        for s in sorted(ss, key=lambda s: s.key[3]):
+            if s.key[2:4] in ref:
+                cells.setdefault(s.key[2], []).append(ratio_text(pts(s), pts(ref[s.key[2:4]]), s.eps))
+        if cells:
+            rows.append([label, L, *("; ".join(cells.get(d, [])) for d in ds)])
+    return sorted(rows, key=lambda r: (levels.index(r[1]), r[0]))
+
+
 def _ds_text(ds: list) -> str:
     ds = sorted(set(ds))
     return ", ".join(map(str, ds))
+
+
+def ratio_section(done: dict, p: Plan) -> str:
+    """The ratio table (:func:`ratio_rows`) with its one-line legend ("" when no pair has finished)."""
+    rows = ratio_rows(done, p.levels, p.ds)
+    if not rows:
+        return ""
+    return ("**Samples needed against bfc's** (eps = 1e-2): n*(method) / n*(bfc) on the same target, per d, "
+            f"target seeds {p.target_seeds} separated by ';', as the interval the two grid brackets allow "
+            "(\"> r\": the method does not reach eps by its largest n; \"0\" or \"inf\" where a search ended at "
+            "the grid's first point).\n\n" + table(["method", "L", *(f"d = {d}" for d in p.ds)], rows))
 
 
 def summarize(root: Path, figdir: Path, quick: bool = False, command: str = "bfclab experiment scaling") -> Section:
@@ -378,6 +412,7 @@ def summarize(root: Path, figdir: Path, quick: bool = False, command: str = "bfc
                    "n* per d (> censored, <= below the grid)", "time exponent", "seconds at n* per d",
                    "steps x batch exponent", "steps x batch at n* per d"], rows),
             growth_words(fits, p.levels),
+            ratio_section(done, p),
             "Kernel reference exponents (monomials of degree 2^(L-1) in d variables, over the d of the "
             "finished searches): " + "; ".join(f"L = {L}: {v:.2f} (d = {_ds_text(used[L])})"
                                                 for L, v in refs.items()) + ".",
