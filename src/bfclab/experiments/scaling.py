@@ -355,8 +355,8 @@ def ratio_section(done: dict, p: Plan) -> str:
         return ""
     return ("**Samples needed against bfc's** (eps = 1e-2): n*(method) / n*(bfc) on the same target, per d, "
             f"target seeds {p.target_seeds} separated by ';', as the interval the two grid brackets allow "
-            "(\"> r\": the method does not reach eps by its largest n; \"0\" or \"inf\" where a search ended at "
-            "the grid's first point).\n\n" + table(["method", "L", *(f"d = {d}" for d in p.ds)], rows))
+            "(\"> r\": the method does not reach eps by its largest n; \"n/a\": bfc does not by its own; \"0\" or "
+            "\"inf\" where a search ended at the grid's first point).\n\n" + table(["method", "L", *(f"d = {d}" for d in p.ds)], rows))
 
 
 def summarize(root: Path, figdir: Path, quick: bool = False, command: str = "bfclab experiment scaling") -> Section:
