@@ -26,7 +26,6 @@ the fit repeated; 95 % percentile intervals.
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -177,12 +176,10 @@ def n_star_from(points: dict[int, list[float]], eps: float) -> tuple[int, str]:
     """n* from evaluated points {n: per-seed errors}: the smallest evaluated n whose median is <= eps
     (left-censored when it is the smallest evaluated n and no smaller n failed), else right-censored
     at the largest evaluated n."""
-    ns = sorted(points)
-    for i, n in enumerate(ns):
-        vals = [v if v == v else math.inf for v in points[n]]
-        if statistics.median(vals) <= eps:
-            return n, ("left" if i == 0 else "exact")
-    return ns[-1], "right"
+    below, hit, top = bracket({n: [v if v == v else math.inf for v in vals] for n, vals in points.items()}, eps)
+    if hit is None:
+        return top, "right"
+    return hit, ("left" if below is None else "exact")
 
 
 def bracket(points: dict[int, list[float]], eps: float) -> tuple[int | None, int | None, int]:
