@@ -12,7 +12,10 @@ median test nMSE over 3 seeds is <= eps, for two values of eps:
 
 Every evaluated n is one sweep cell per seed under ``results/scaling/cells`` (cached, resumable);
 the searches run in rounds, each round one sweep over all their proposals.  Each method has its
-own largest n (its budget; kernels by the exact solver's memory), beyond which n* is censored.
+own largest n (its budget), beyond which n* is censored: 2^17 for the networks; 32768 for the exact
+kernel, by its solver's memory; 2^19 for the sequential kernel, which solves each level in the primal
+(memory and time linear in n) and reaches eps = 1e-2 on the sample-complexity target only at n = 320 000
+(``bfclab experiment seqkernel-limit``).
 The fit of log n* against log d per method and depth, with censored points and bootstrap
 intervals, is :func:`bfclab.scaling.bootstrap_fit`.  For kernels the reference exponent is that of
 the number of monomials of degree <= 2^(L-1) in d variables, C(d + D, D), over the same d: the n
@@ -68,7 +71,7 @@ def plan(quick: bool = False) -> Plan:
                          "mlp e2e": ({"method": "e2e", "learner.kind": "mlp"}, deep),
                          "krr-poly": ({"method": "krr-poly"}, 32768),
                          "twolayer-relu": ({"method": "twolayer-relu"}, deep),
-                         "seqkernel": ({"method": "seqkernel"}, 32768)})
+                         "seqkernel": ({"method": "seqkernel"}, 2 ** 19)})
 
 
 def target_config(p: Plan, L: int, d: int, ts: int) -> TargetConfig:
