@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from bfclab.results import read_json
 from bfclab.scaling import GRID_SIGMA, Search, bootstrap_fit, censored_fit, geometric_grid, n_star_from, run_searches
 
 
@@ -92,6 +93,9 @@ def test_a_part_of_the_plan_then_the_rest_gives_the_full_runs_cells_and_table(tm
     assert rows(rest) == rows(whole) and len(rows(whole)) == 4
     assert sorted(p.name for p in (tmp_path / "a/scaling/cells").iterdir()) == \
         sorted(p.name for p in (tmp_path / "b/scaling/cells").iterdir())
+    run = read_json(tmp_path / "b/scaling/sweep.json")  # the whole command, not its last round
+    assert run["rounds"] > 1 and run["cells_run"] == len(list((tmp_path / "b/scaling/cells").iterdir()))
+    assert run["cells_skipped"] == 0 and f"({run['rounds']} rounds of sweeps)" in whole[0].markdown
     exp = registry()["scaling"]
     assert exp.missing(tmp_path / "a", True, only="method=krr-poly") == 0
     assert exp.missing(tmp_path / "a", True) > 0  # bfc's searches have not run

@@ -117,5 +117,7 @@ def conditions(root: Path) -> str:
     machine = (f"{cpus} CPUs; a load above {cpus} means other jobs shared it" if cpus
                else "the machine's CPU count was not recorded")
     return (f"Last computing run: {s['cells_run']} cells ({s['cells_skipped']} already there) in "
-            f"{s['wall_seconds'] / 60:.1f} min with {s['workers']} worker(s); load average "
+            f"{s['wall_seconds'] / 60:.1f} min"
+            + (f" ({s['rounds']} rounds of sweeps)" if s.get("rounds", 1) > 1 else "")
+            + f" with {s['workers']} worker(s); load average "
             f"{s['loadavg_start'][0]:.1f} at the start, {s['loadavg_end'][0]:.1f} at the end ({machine}).")

@@ -25,6 +25,7 @@ at which a kernel's feature space first holds the target's degree.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -186,6 +187,7 @@ def drive(p: Plan, root: Path, compute: bool, workers: int = 2, batched: bool = 
         sp = {"name": NAME, "base": p.base, "baseline": p.baseline, "grid": unique}
         if compute:
             run_grid(sp, root, workers=workers, batched=batched, executor=executor, address=address)
+            rounds.append(read_json(Path(root) / "sweep.json"))
         got: dict = {}
         for c in load_cells(root, sp) + load_cells(root, sp, diverged=True):
             got.setdefault(_cell_key(c.params), []).append(c.result)
@@ -206,8 +208,26 @@ def drive(p: Plan, root: Path, compute: bool, workers: int = 2, batched: bool = 
             out.append(med([r.error if r.error == r.error else math.inf for r in res]))
         return out
 
+    rounds: list = []  # each computing round's sweep.json
+    start = time.time()
     run_searches(searches, evaluate)
+    if rounds:
+        write_json(Path(root) / "sweep.json", whole_run(rounds, time.time() - start))
     return searches, no_floor + sum(lack.values())
+
+
+def whole_run(rounds: list, wall_seconds: float) -> dict:
+    """One ``sweep.json`` for a whole computing invocation of the searches from the sweep.json of each
+    of its rounds (each round is one sweep, which writes its own): cells run and skipped summed, the
+    invocation's wall time, the load at its start and end, every round's errors and busy cells, and
+    the number of rounds (so that the summary's "last computing run" describes the command, not its
+    last round)."""
+    out = dict(rounds[-1])
+    out.update(cells_run=sum(r["cells_run"] for r in rounds), cells_skipped=sum(r["cells_skipped"] for r in rounds),
+               wall_seconds=wall_seconds, loadavg_start=rounds[0]["loadavg_start"], rounds=len(rounds),
+               errors=[e for r in rounds for e in r.get("errors", [])],
+               busy=[b for r in rounds for b in r.get("busy", [])])
+    return out
 
 
 def missing_count(p: Plan, root: Path) -> int:
